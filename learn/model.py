@@ -1,0 +1,291 @@
+"""The LEARN preference-alignment model (PAL): adaptor -> causal post-LN BERT encoder -> projection -> L2 norm.
+
+One tower reads a user's history (causal, right-padded) and gives an embedding at every position; by default the
+same module encodes each catalogue item as a length-1 sequence (the authors' "shared" item tower). Also saves and
+loads our checkpoint folders (``model.safetensors`` + ``config.yaml`` with a ``model:`` section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+from learn.errors import DataError, LearnError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.yaml"
+
+
+@dataclass
+class ModelConfig:
+    input_dim: int = 384  # d_llm (4096 for Baichuan2-7B; 384 for MiniLM)
+    hidden_size: int = 768
+    num_layers: int = 4
+    num_heads: int = 12
+    ffn_size: int = 3072
+    dropout: float = 0.1  # hidden and attention-probs dropout, as bert-base
+    output_dim: int = 768  # projection size (paper's Amazon launcher: 4096)
+    max_len: int = 40  # max history length (for learned positions)
+    position: str = "none"  # "none" (paper code) | "learned"
+    item_tower: str = "shared"  # "shared" (same module on a length-1 sequence) | "separate" (own adaptor+encoder+proj)
+    item_id_embedding: bool = False  # text+ID variant: learnable item-ID embedding added to the adaptor output
+    num_items: int = 0  # catalogue size, required when item_id_embedding
+    layer_norm_eps: float = 1e-12
+
+    def validate(self) -> None:
+        """Raise LearnError on an inconsistent config (one line, naming the field)."""
+        checks = [
+            (self.position in ("none", "learned"), f"model.position: unknown {self.position!r} (none|learned)"),
+            (self.item_tower in ("shared", "separate"), f"model.item_tower: unknown {self.item_tower!r}"),
+            (self.num_heads > 0 and self.hidden_size % self.num_heads == 0,
+             f"model.hidden_size {self.hidden_size} is not divisible by model.num_heads {self.num_heads}"),
+            (min(self.input_dim, self.hidden_size, self.ffn_size, self.output_dim) > 0, "model sizes must be > 0"),
+            (self.num_layers >= 0, "model.num_layers must be >= 0"),
+            (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
+            (not self.item_id_embedding or self.num_items > 0, "model.item_id_embedding needs model.num_items > 0"),
+            (self.position != "learned" or self.max_len > 0, "model.position=learned needs model.max_len > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise LearnError(msg)
+
+
+class BertLayer(nn.Module):
+    """One post-LN BERT layer (same maths as transformers' BertLayer) with a fused q/k/v projection and SDPA."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.num_heads = cfg.num_heads
+        self.head_dim = h // cfg.num_heads
+        self.p = cfg.dropout
+        self.qkv = nn.Linear(h, 3 * h)  # rows = [query; key; value], each [h, h]
+        self.attn_out = nn.Linear(h, h)
+        self.attn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.ffn_in = nn.Linear(h, cfg.ffn_size)
+        self.ffn_out = nn.Linear(cfg.ffn_size, h)
+        self.ffn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None, query_index: Tensor | None = None) -> Tensor:
+        """x [B,L,h]; attn_mask [B,1,L,L] bool (True = may attend) or None when L == 1.
+
+        With ``query_index`` [B] only that position's output is computed (keys/values still use every position):
+        returns [B,1,h]. Used for the last layer of the user tower, where only the readout position is needed.
+        """
+        b, n, h = x.shape
+        p = self.p if self.training else 0.0
+        if n == 1:
+            # softmax over a single key is 1: the context is the value projection (q and k are never needed)
+            v = F.linear(x, self.qkv.weight[2 * h:], self.qkv.bias[2 * h:])
+            if p > 0:  # attention-probs dropout on the single probability, per head
+                keep = F.dropout(v.new_ones(b, 1, self.num_heads, 1), p, training=True)
+                v = (v.view(b, 1, self.num_heads, self.head_dim) * keep).view(b, 1, h)
+            ctx = v
+        else:
+            q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            if query_index is not None:
+                rows = torch.arange(b, device=x.device)
+                q = q[rows, :, query_index].unsqueeze(2)  # [B,H,1,d]
+                attn_mask = attn_mask[rows, :, query_index].unsqueeze(2)  # [B,1,1,L]
+                x = x[rows, query_index].unsqueeze(1)  # residual stream at the readout position
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+            ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], h)
+        x = self.attn_norm(x + self.dropout(self.attn_out(ctx)))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
+
+
+class Tower(nn.Module):
+    """adaptor Linear [+ extra input, e.g. item-ID embedding] [+ learned positions] -> BERT layers -> projection."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.adaptor = nn.Linear(cfg.input_dim, cfg.hidden_size)
+        self.position = nn.Embedding(cfg.max_len, cfg.hidden_size) if cfg.position == "learned" else None
+        self.layers = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_layers))
+        self.proj = nn.Linear(cfg.hidden_size, cfg.output_dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None, extra: Tensor | None = None,
+                readout: Tensor | None = None) -> Tensor:
+        """x [B,L,D], mask [B,L] bool -> [B,L,out] L2-normalised float32, or [B,1,out] at ``readout`` [B]."""
+        b, n, _ = x.shape
+        w = self.adaptor.weight
+        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(w.dtype)
+        h = self.adaptor(x)
+        if extra is not None:
+            h = h + extra
+        if self.position is not None:
+            if n > self.position.num_embeddings:
+                raise LearnError(f"sequence length {n} exceeds model.max_len {self.position.num_embeddings}")
+            h = h + self.position.weight[:n]
+        attn_mask = None
+        if n > 1:
+            idx = torch.arange(n, device=x.device)
+            causal = idx[None, :] <= idx[:, None]  # [L(query), L(key)]
+            key_ok = mask[:, None, :] if mask is not None else torch.ones(b, 1, n, dtype=torch.bool, device=x.device)
+            # every query may attend to itself: a padded row is never fully masked (no NaN) and, because real
+            # positions never attend to padded keys, padded positions cannot change any real position's output
+            attn_mask = ((causal[None] & key_ok) | torch.eye(n, dtype=torch.bool, device=x.device)).unsqueeze(1)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h, attn_mask, readout if (i == last and n > 1) else None)
+        if readout is not None and (n == 1 or not self.layers):
+            h = h[torch.arange(b, device=x.device), readout].unsqueeze(1)
+        return F.normalize(self.proj(h).float(), dim=-1)
+
+
+class LEARNModel(nn.Module):
+    """User tower over histories + item tower over single items; all outputs are L2-normalised float32."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.tower = Tower(cfg)  # the user tower (and the item tower when cfg.item_tower == "shared")
+        self.item_tower = Tower(cfg) if cfg.item_tower == "separate" else None
+        # one ID table for both towers: an item's ID vector is a property of the item, not of the tower
+        self.id_embedding = nn.Embedding(cfg.num_items, cfg.hidden_size) if cfg.item_id_embedding else None
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """BERT-style init: normal(0, 0.02) weights, zero biases, LayerNorm weight 1."""
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def _id_vectors(self, item_ids: Tensor | None, mask: Tensor | None) -> Tensor | None:
+        if self.id_embedding is None:
+            return None
+        if item_ids is None:
+            raise LearnError("model.item_id_embedding is on: item_ids are required")
+        if mask is not None:
+            item_ids = torch.where(mask, item_ids, torch.zeros_like(item_ids))  # padding ids may be anything
+        return self.id_embedding(item_ids)
+
+    def encode_sequence(self, x: Tensor, mask: Tensor, item_ids: Tensor | None = None) -> Tensor:
+        """x [B,L,input_dim] (right-padded), mask [B,L] bool (True = real item) -> [B,L,output_dim]."""
+        return self.tower(x, mask, self._id_vectors(item_ids, mask))
+
+    def encode_users(self, x: Tensor, mask: Tensor, item_ids: Tensor | None = None) -> Tensor:
+        """[B,output_dim]: the output at the last non-padding position (index ``mask.sum(1) - 1``, 0 if empty)."""
+        readout = (mask.sum(1) - 1).clamp(min=0)
+        return self.tower(x, mask, self._id_vectors(item_ids, mask), readout=readout).squeeze(1)
+
+    def encode_items(self, x: Tensor, item_ids: Tensor | None = None) -> Tensor:
+        """x [N,input_dim] -> [N,output_dim]; each item is a length-1 sequence through the item tower."""
+        tower = self.item_tower if self.item_tower is not None else self.tower
+        ids = self._id_vectors(item_ids[:, None] if item_ids is not None else None, None)
+        return tower(x[:, None, :], None, ids).squeeze(1)
+
+    def encode_catalogue(self, x: Tensor, item_ids: Tensor | None = None, chunk_size: int = 8192,
+                         checkpoint: bool = True) -> Tensor:
+        """Encode the whole catalogue [N,input_dim] in chunks -> [N,output_dim].
+
+        With grad enabled and ``checkpoint`` each chunk is activation-checkpointed, so only the chunk inputs and
+        the [N,output_dim] result stay alive for backward (finetuning re-encodes the catalogue every step).
+        """
+        use_ckpt = checkpoint and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        out = []
+        for start in range(0, x.shape[0], chunk_size):
+            xc = x[start:start + chunk_size]
+            ic = item_ids[start:start + chunk_size] if item_ids is not None else None
+            if use_ckpt:
+                out.append(activation_checkpoint(self.encode_items, xc, ic, use_reentrant=False))
+            else:
+                out.append(self.encode_items(xc, ic))
+        if not out:
+            return x.new_zeros(0, self.cfg.output_dim, dtype=torch.float32)
+        return torch.cat(out)
+
+    def forward(self, x: Tensor, mask: Tensor, item_ids: Tensor | None = None) -> Tensor:
+        return self.encode_sequence(x, mask, item_ids)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Strip DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def config_from_dict(section: dict[str, Any], source: str | Path = "config") -> ModelConfig:
+    """ModelConfig from a ``model:`` mapping; unknown keys are an error (they would be silently ignored)."""
+    if not isinstance(section, dict):
+        raise DataError(source, "the 'model' section is not a mapping")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise DataError(source, f"unknown model config keys: {', '.join(unknown)}")
+    cfg = ModelConfig(**section)
+    cfg.validate()
+    return cfg
+
+
+def save_pretrained(model: nn.Module, cfg: ModelConfig, path: str | Path,
+                    extra_config: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` (our state dict) and ``config.yaml`` (``model:`` section + ``extra_config``).
+
+    Each file is written atomically into ``path`` (created if needed); wrap the call in
+    :func:`learn.io.atomic_dir` to make a whole checkpoint folder appear at once.
+    """
+    import yaml
+    from safetensors.torch import save
+
+    from learn.io import atomic_write_bytes, atomic_write_text
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    atomic_write_bytes(path / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
+    doc = {"model": asdict(cfg), **{k: v for k, v in (extra_config or {}).items() if k != "model"}}
+    atomic_write_text(path / CONFIG_NAME, yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> LEARNModel:
+    """Load a checkpoint folder (``model.safetensors`` + ``config.yaml``); other config sections are ignored.
+
+    The config is available as ``model.cfg``.
+    """
+    import yaml
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_path, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise DataError(p, "file not found (a checkpoint folder holds model.safetensors + config.yaml)")
+    try:
+        doc = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise DataError(cfg_path, f"malformed YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or "model" not in doc:
+        raise DataError(cfg_path, "no 'model:' section")
+    cfg = config_from_dict(doc["model"], cfg_path)
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as e:
+        raise DataError(weights, f"unreadable safetensors file ({e})") from None
+    model = LEARNModel(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DataError(weights, f"weights do not match config.yaml: missing {missing[:3]}, unexpected "
+                                 f"{unexpected[:3]}")
+    return model.to(map_location)

@@ -1,0 +1,226 @@
+"""Typed run configuration: dataclasses loaded from YAML, ``key=value`` overrides, unknown keys refused.
+
+A run config has five sections, ``model``, ``data``, ``train``, ``log`` and ``ckpt``; overrides use dotted paths
+(``train.lr=1e-4``) and values are parsed as YAML scalars (``true``, ``3``, ``1e-4``, ``[10, 50]``). The resolved
+config is written beside every run as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from learn.errors import LearnError
+from learn.model import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    dataset: str = ""  # canonical dataset folder (finetune; also zero-shot eval during pretraining)
+    store: str = ""  # LMDB item store for `dataset`
+    pretrain_corpus: str = ""  # RecFormer-format pretraining corpus folder (pretrain stage)
+    pretrain_store: str = ""  # item store for the pretraining corpus (defaults to `store`)
+    max_history: int = 40  # history items fed to the user tower (last ones kept)
+    min_seq_len: int = 5  # pretraining / finetune training sequences outside [min, max] are dropped
+    max_seq_len: int = 40
+    finetune_min_len: int = 2  # finetune: train users need at least this many train items (paper: 5)
+    finetune_max_len: int = 0  # 0 = no upper bound (paper: 40, longer users dropped from training)
+    num_workers: int = 0  # DataLoader workers (each opens the LMDB lazily)
+    preload_store: bool = True  # read every needed item vector into RAM once (fast for catalogues that fit)
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "finetune"  # pretrain | finetune
+    seed: int = 123
+    epochs: int = 30
+    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
+    batch_size: int = 64  # per rank
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_steps: int = -1  # -1: use warmup_epochs
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    clip_grad: float = 0.0  # 0 = off
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (GradScaler)
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    loss: str = "auto"  # auto (infonce for pretrain, softmax for finetune) | infonce | dense | softmax
+    loss_positions: str = "all"  # target: the sampled split point only (paper code) | all: next item at every position
+    scale: float = 20.0  # logit scale = 1 / temperature
+    mask_history: bool = False  # finetune: mask the user's history items in the softmax
+    dense_user_positions: int = 4  # dense all-action loss: user positions sampled per sequence
+    dense_target_window: int = 4  # dense all-action loss: items in the future target window
+    catalogue_chunk: int = 8192  # finetune: items re-encoded per chunk (activation checkpointing per chunk)
+    eval_every: int = 1  # epochs between validations (0 = never)
+    eval_batch_size: int = 256
+    eval_metric: str = "ndcg@10"
+    patience: int = 0  # early stopping: validations without improvement (0 = off)
+    init_from: str = ""  # weights-only start (e.g. a pretraining checkpoint folder)
+
+
+@dataclass
+class LogConfig:
+    run_name: str = ""  # default: <stage>-<dataset name>
+    output_dir: str = "runs"
+    wandb: bool = True  # honours WANDB_MODE (offline/disabled work without network)
+    wandb_project: str = "LEARN_amazon2018"
+    wandb_entity: str = ""
+    log_every: int = 10  # optimizer steps between metric lines
+    progress: bool = True  # tqdm on rank 0
+
+
+@dataclass
+class CkptConfig:
+    save_every_epochs: int = 1
+    save_every_steps: int = 0  # 0 = only at epoch ends
+    keep_last_n: int = 2
+    resume: str = "auto"  # auto: newest complete checkpoint of this run | none | path to a step folder
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.log.output_dir) / self.log.run_name
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check/convert a YAML value to the dataclass field type (int -> float allowed, str digits not)."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise LearnError(f"config {where}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(typ) or (Any,)
+        return [_coerce(v, inner, where) for v in value]
+    if typ is Any:
+        return value
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise LearnError(f"config {where}: expected true/false, got {value!r}")
+    if isinstance(value, str) and typ in (int, float):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            value = typ(value) if typ is float else int(value)
+        except ValueError:
+            raise LearnError(f"config {where}: expected a number, got {value!r}") from None
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise LearnError(f"config {where}: expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise LearnError(f"config {where}: expected a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise LearnError(f"config {where}: expected a string, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, mapping: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for key, value in mapping.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            raise LearnError(f"config: unknown key {where!r} (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise LearnError(f"config {where}: expected a mapping")
+            _apply(current, value, prefix=f"{where}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], where))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], YAML-parsed value)."""
+    if "=" not in text:
+        raise LearnError(f"override {text!r}: expected key=value (e.g. train.lr=1e-4)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a YAML config (optional) then apply ``key=value`` overrides; validate."""
+    cfg = RunConfig()
+    if path:
+        path = Path(path)
+        if not path.exists():
+            raise LearnError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise LearnError(f"{path}: malformed YAML ({e.__class__.__name__})") from None
+        if not isinstance(data, dict):
+            raise LearnError(f"{path}: expected a mapping at the top level")
+        _apply(cfg, data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _apply(cfg, nested)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    t = cfg.train
+    checks = [
+        (t.stage in ("pretrain", "finetune"), f"train.stage must be pretrain or finetune, got {t.stage!r}"),
+        (t.loss in ("auto", "infonce", "dense", "softmax"), f"train.loss: unknown {t.loss!r}"),
+        (
+            t.loss_positions in ("target", "all"),
+            f"train.loss_positions must be target or all, got {t.loss_positions!r}",
+        ),
+        (t.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision: unknown {t.precision!r}"),
+        (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
+        (t.lr > 0, "train.lr must be positive"),
+        (cfg.model.position in ("none", "learned"), f"model.position: unknown {cfg.model.position!r}"),
+        (cfg.model.item_tower in ("shared", "separate"), f"model.item_tower: unknown {cfg.model.item_tower!r}"),
+        (cfg.model.hidden_size % cfg.model.num_heads == 0, "model.hidden_size must be divisible by model.num_heads"),
+        (cfg.data.max_history > 0, "data.max_history must be positive"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise LearnError(f"config: {msg}")
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from learn.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

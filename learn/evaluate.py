@@ -1,0 +1,139 @@
+"""Full-ranking evaluation of a LEARN model: ``python -m learn eval --ckpt RUN_OR_FOLDER --data DIR --store STORE``.
+
+Users are ranked against every item of the dataset (spec 4: rank = number of items scoring strictly higher; history
+items are not masked unless asked). Validation targets use the train history, test targets use train + val. The
+cold-start slice (test items never seen in any training sequence) is reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from learn.data.samples import eval_users
+from learn.errors import LearnError
+from learn.io import atomic_write_json, atomic_write_text
+from learn.metrics import cold_start_mask, full_ranks, metrics_from_ranks, results_table
+
+
+@dataclass
+class EvalData:
+    dataset: object  # learn.data.formats.SeqDataset
+    store: object  # learn.data.store.ItemStore
+    table: torch.Tensor  # [N, D] item vectors in item-index order (CPU)
+
+
+def load_eval_data(dataset_dir: str | Path, store_path: str | Path, log=print) -> EvalData:
+    from learn.data.formats import load_dataset
+    from learn.data.store import ItemStore
+
+    if not store_path:
+        raise LearnError("an item store is needed (data.store=<folder made by `python -m learn embed`>)")
+    dataset = load_dataset(dataset_dir)
+    store = ItemStore(store_path)
+    table = torch.from_numpy(store.get(dataset.item_keys))
+    return EvalData(dataset, store, table)
+
+
+@torch.no_grad()
+def encode_all(model, data: EvalData, split: str, max_history: int, batch_size: int, device: torch.device):
+    """User embeddings of the split's users, the whole catalogue's item embeddings, targets and histories."""
+    users = eval_users(data.dataset, split, max_history)
+    table = data.table.to(device)
+    ids = torch.arange(table.shape[0], device=device)
+    with_ids = model.cfg.item_id_embedding
+    items = model.encode_catalogue(table, ids if with_ids else None, chunk_size=8192, checkpoint=False)
+    out = []
+    for start in range(0, len(users.users), batch_size):
+        hist = users.hist[start : start + batch_size].to(device)
+        mask = users.mask[start : start + batch_size].to(device)
+        out.append(model.encode_users(table[hist], mask, hist if with_ids else None))
+    user_emb = torch.cat(out) if out else items.new_zeros(0, items.shape[1])
+    return users, user_emb.float(), items.float()
+
+
+def evaluate_split(model, data: EvalData, split: str, max_history: int = 40, batch_size: int = 256,
+                   device: torch.device | str = "cpu", ks=(10, 50), mask_history: bool = False,
+                   average: str = "user", average_batch: int = 64) -> dict:
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    users, user_emb, items = encode_all(model, data, split, max_history, batch_size, device)
+    model.train(was_training)
+    history = users.hist.masked_fill(~users.mask, -1).to(device) if mask_history else None
+    ranks = full_ranks(user_emb, items, users.target.to(device), history=history).cpu()
+    metrics = metrics_from_ranks(ranks, ks=ks, average=average, batch_size=average_batch)
+    metrics["users"] = len(users.users)
+    if split == "test":
+        seqs = list(data.dataset.train.values())
+        cold = cold_start_mask(seqs, users.target.tolist())
+        metrics["cold_users"] = int(cold.sum())
+        if cold.any():
+            cold_metrics = metrics_from_ranks(ranks[cold], ks=ks, average="user")
+            metrics.update({f"cold/{k}": v for k, v in cold_metrics.items() if k != "count"})
+    return metrics
+
+
+def _resolve_weights(path: Path) -> Path:
+    """A run folder -> its best/ weights (else the newest checkpoint); a weights folder -> itself."""
+    from learn.checkpoint import latest_valid
+
+    if (path / "model.safetensors").exists():
+        return path
+    if (path / "best" / "model.safetensors").exists():
+        return path / "best"
+    latest = latest_valid(path / "checkpoints")
+    if latest is not None:
+        return latest
+    raise LearnError(f"{path}: no model.safetensors, best/ or checkpoints/step-* found")
+
+
+def main(argv: list[str]) -> int:
+    from learn.model import load_pretrained
+
+    p = argparse.ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", required=True, help="run folder, checkpoint step folder or model folder")
+    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument("--store", required=True, help="item store of that dataset")
+    p.add_argument("--split", choices=["test", "val", "both"], default="both")
+    p.add_argument("--max-history", type=int, default=40)
+    p.add_argument("--ks", default="10,50")
+    p.add_argument("--mask-history", action="store_true", help="exclude history items from the ranking")
+    p.add_argument("--average", choices=["user", "batch"], default="user",
+                   help="user: mean over users (default); batch: the authors' mean of batch means")
+    p.add_argument("--average-batch", type=int, default=64, help="batch size for --average batch (LEARN 64)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="folder for metrics.json and results.md (default: the checkpoint folder)")
+    p.add_argument("--name", default="", help="dataset name for the results table (default: folder name)")
+    args = p.parse_args(argv)
+
+    from learn.distributed import pick_device
+
+    device = pick_device(args.device)
+    weights = _resolve_weights(Path(args.ckpt))
+    model = load_pretrained(weights).to(device)
+    data = load_eval_data(args.data, args.store)
+    if data.store.dim != model.cfg.input_dim:
+        raise LearnError(f"{args.store}: item vectors have dim {data.store.dim}, the model expects "
+                         f"{model.cfg.input_dim} (embed with the same LLM the model was trained on)")
+    ks = tuple(int(k) for k in args.ks.split(","))
+    splits = ["val", "test"] if args.split == "both" else [args.split]
+    result = {"checkpoint": str(weights), "data": args.data, "mask_history": args.mask_history,
+              "average": args.average}
+    for split in splits:
+        result[split] = evaluate_split(model, data, split, args.max_history, args.batch_size, device, ks,
+                                       args.mask_history, args.average, args.average_batch)
+    name = args.name or Path(args.data).name
+    table = results_table([{"dataset": name, "model": "LEARN (ours)", **result.get("test", result[splits[-1]])}])
+    out = Path(args.out) if args.out else weights
+    atomic_write_json(out / "metrics.json", result, indent=2)
+    atomic_write_text(out / "results.md", table + "\n")
+    for split in splits:
+        m = result[split]
+        print(f"{split}: " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    print(table)
+    return 0

@@ -1,0 +1,499 @@
+"""One training loop for both stages: ``python -m learn pretrain|finetune --config configs/x.yaml key=value ...``.
+
+Runs as one process, or under ``torchrun`` with DDP (gloo on CPU, nccl on CUDA, multi-node through torchrun's
+rendezvous). AdamW + warm-up/cosine in steps, gradient accumulation, clipping, AMP (bf16, or fp16 with GradScaler),
+optional ``torch.compile``; validation with full ranking, early stopping, best weights kept; atomic step checkpoints
+with automatic resume (so ``torchrun --max-restarts`` recovers a crashed worker); metrics to stdout, jsonl and wandb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from learn import checkpoint as ckpt
+from learn import distributed as D
+from learn.config import RunConfig, load_config, save_config
+from learn.data.samples import Batch, Collator, SequenceSamples, lookup
+from learn.errors import LearnError
+from learn.evaluate import evaluate_split, load_eval_data
+from learn.io import atomic_dir, atomic_write_json
+from learn.losses import dense_all_action, full_softmax, info_nce
+from learn.model import LEARNModel
+from learn.tracking import MetricLogger
+
+
+class Objective(nn.Module):
+    """The whole loss of one micro-batch in one ``forward`` so DDP sees a single forward per backward."""
+
+    def __init__(
+        self,
+        model: LEARNModel,
+        loss: str,
+        scale: float,
+        mask_history: bool,
+        catalogue_chunk: int,
+        dense_user_positions: int,
+    ):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.scale = scale
+        self.mask_history = mask_history
+        self.catalogue_chunk = catalogue_chunk
+        self.dense_user_positions = dense_user_positions
+
+    def forward(
+        self,
+        hist_vec,
+        mask,
+        hist_ids,
+        tgt_vec,
+        tgt_ids,
+        tgt_mask,
+        catalogue=None,
+        win_vec=None,
+        win_ids=None,
+        win_mask=None,
+    ):
+        ids = hist_ids if self.model.cfg.item_id_embedding else None
+        seq = self.model.encode_sequence(hist_vec, mask, ids)
+        users, targets = seq[tgt_mask], tgt_ids[tgt_mask]
+        if self.loss == "softmax":
+            cat_ids = torch.arange(catalogue.shape[0], device=catalogue.device)
+            items = self.model.encode_catalogue(
+                catalogue, cat_ids if ids is not None else None, chunk_size=self.catalogue_chunk
+            )
+            history = None
+            if self.mask_history:  # row (b, p) may not recommend items seen at positions <= p
+                L = hist_ids.shape[1]
+                upto = torch.arange(L, device=mask.device)[None, :] <= torch.arange(L, device=mask.device)[:, None]
+                h = hist_ids[:, None, :].expand(-1, L, -1).masked_fill(~(upto[None] & mask[:, None, :]), -1)
+                history = h[tgt_mask]
+            return full_softmax(users, items, targets, scale=self.scale, history=history)
+        if self.loss == "dense":
+            w = self.model.encode_items(win_vec.flatten(0, 1), win_ids.flatten() if ids is not None else None)
+            return dense_all_action(
+                seq,
+                mask,
+                w.view(*win_ids.shape, -1),
+                win_mask,
+                win_ids,
+                scale=self.scale,
+                num_user_positions=self.dense_user_positions,
+            )
+        items = self.model.encode_items(tgt_vec[tgt_mask], targets if ids is not None else None)
+        return info_nce(users, items, targets, scale=self.scale)
+
+
+def cosine_lambda(warmup: int, total: int, floor: float):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        t = cfg.train
+        self.dist = D.init(t.device)
+        self.device = self.dist.device
+        self.main = self.dist.is_main
+        if not cfg.log.run_name:
+            name = Path(cfg.data.dataset or cfg.data.pretrain_corpus or "run").name
+            cfg.log.run_name = f"{t.stage}-{name}"
+        self.run_dir = cfg.run_dir
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.loss = t.loss if t.loss != "auto" else ("infonce" if t.stage == "pretrain" else "softmax")
+        torch.manual_seed(t.seed + self.dist.rank)
+        random.seed(t.seed + self.dist.rank)
+        self._build_data()
+        self._build_model()
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _build_data(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        self.eval_data = None
+        if cfg.data.dataset:
+            self.eval_data = load_eval_data(cfg.data.dataset, cfg.data.store, log=self.log)
+        if t.stage == "finetune":
+            if self.eval_data is None:
+                raise LearnError("finetune needs data.dataset=<prepared dataset folder> and data.store=<item store>")
+            ds = self.eval_data.dataset
+            lo, hi = max(2, cfg.data.finetune_min_len), cfg.data.finetune_max_len or 10**9
+            seqs = [s for s in ds.train.values() if lo <= len(s) <= hi]
+            self.keys, self.store, self.table = ds.item_keys, self.eval_data.store, self.eval_data.table
+        else:
+            from learn.data.formats import load_pretrain_corpus
+            from learn.data.store import ItemStore
+
+            if not cfg.data.pretrain_corpus:
+                raise LearnError("pretrain needs data.pretrain_corpus=<folder with train.json, meta_data.json>")
+            corpus = load_pretrain_corpus(cfg.data.pretrain_corpus)
+            smap = corpus.smap
+            self.keys = [None] * len(smap)
+            for k, i in smap.items():
+                self.keys[i] = k
+            lo, hi = cfg.data.min_seq_len, cfg.data.max_seq_len
+            seqs = [[smap[k] for k in s] for s in corpus.train if lo <= len(s) <= hi]
+            self.store = ItemStore(cfg.data.pretrain_store or cfg.data.store)
+            self.table = None
+            if cfg.data.preload_store:
+                self.table = torch.from_numpy(self.store.get(self.keys))
+        if not seqs:
+            raise LearnError("no training sequences left after the length filter")
+        self.input_dim = self.store.dim
+        mode = t.stage
+        window = t.dense_target_window if self.loss == "dense" else 0
+        self.train_set = SequenceSamples(
+            seqs, cfg.data.max_history, mode=mode, positions=t.loss_positions, window=window, seed=t.seed
+        )
+        stream = self.table is None
+        self.collate = Collator(self.store if stream else None, self.keys if stream else None)
+        self.sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=t.seed,
+            drop_last=len(seqs) >= self.dist.world_size,
+        )
+        per_rank = len(self.sampler)
+        self.micro_per_epoch = max(1, per_rank // t.batch_size) if per_rank >= t.batch_size else 1
+        self.steps_per_epoch = max(1, self.micro_per_epoch // t.grad_accum)
+        if self.table is not None:
+            self.table = self.table.to(self.device)
+        self.log(
+            f"{t.stage}: {len(seqs):,} training sequences, {len(self.keys):,} items, "
+            f"{self.steps_per_epoch} steps/epoch on {self.dist.world_size} rank(s), device {self.device}"
+        )
+
+    def _build_model(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        if cfg.model.input_dim != self.input_dim:
+            self.log(f"model.input_dim set to the item store's dim {self.input_dim}")
+            cfg.model.input_dim = self.input_dim
+        if cfg.model.item_id_embedding:
+            cfg.model.num_items = len(self.keys)
+        self.model = LEARNModel(cfg.model).to(self.device)
+        if t.init_from:
+            ckpt.load_weights(self.model, t.init_from, strict=False)
+            self.log(f"initialised weights from {t.init_from}")
+        self.objective = Objective(
+            self.model, self.loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions
+        )
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=t.lr,
+            betas=tuple(t.betas),
+            eps=t.eps,
+        )
+        total = t.max_steps or t.epochs * self.steps_per_epoch
+        warmup = t.warmup_steps if t.warmup_steps >= 0 else int(t.warmup_epochs * self.steps_per_epoch)
+        self.total_steps = total
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lambda(warmup, total, t.min_lr_ratio))
+        precision = t.precision if t.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.step_module: nn.Module = self.objective
+        if self.dist.enabled:
+            self.step_module = DDP(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if t.compile:
+            self.step_module = torch.compile(self.step_module)
+
+    def log(self, msg: str) -> None:
+        if self.main:
+            tqdm.write(msg)
+
+    # ----------------------------------------------------------------------------------------------- state
+    def _train_state(self, epoch: int, micro: int) -> dict:
+        rng = [_rng_state()]
+        if self.dist.enabled:
+            gathered = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": epoch,
+            "micro": micro,
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "rng": rng,
+            "world_size": self.dist.world_size,
+        }
+
+    def save(self, epoch: int, micro: int) -> None:
+        state = self._train_state(epoch, micro)
+        if self.main:
+            ckpt.save_checkpoint(
+                self.ckpt_root, self.step, self.model, state, self.config_yaml, keep_last_n=self.cfg.ckpt.keep_last_n
+            )
+        D.barrier()
+
+    def _resume(self) -> tuple[int, int]:
+        self.step, self.best, self.best_step, self.bad_evals = 0, -math.inf, -1, 0
+        choice = self.cfg.ckpt.resume
+        if choice == "none":
+            return 0, 0
+        folder = ckpt.latest_valid(self.ckpt_root, log=self.log) if choice == "auto" else Path(choice)
+        if folder is None:
+            return 0, 0
+        state = ckpt.load_train_state(folder)
+        ckpt.load_weights(self.model, folder)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best, self.best_step = state["step"], state["best"], state["best_step"]
+        self.bad_evals = state["bad_evals"]
+        if state["world_size"] == self.dist.world_size:
+            _set_rng_state(state["rng"][self.dist.rank])
+        self.log(f"resumed from {folder} (step {self.step}, epoch {state['epoch']})")
+        return state["epoch"], state["micro"]
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def _loader(self, epoch: int, skip: int) -> DataLoader:
+        t = self.cfg.train
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        order = list(self.sampler)
+        bs = t.batch_size
+        batches = [order[i : i + bs] for i in range(0, self.micro_per_epoch * bs, bs)][skip:]
+        batches = [b for b in batches if b]
+        nw = self.cfg.data.num_workers
+        return DataLoader(
+            self.train_set,
+            batch_sampler=batches,
+            collate_fn=self.collate,
+            num_workers=nw,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _micro_step(self, batch: Batch) -> torch.Tensor:
+        b = batch.to(self.device)
+        vec = lambda ids: lookup(b, ids, self.table)  # noqa: E731
+        win = (vec(b.window), b.window, b.window_mask) if b.window is not None else (None, None, None)
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            return self.step_module(
+                vec(b.hist),
+                b.mask,
+                b.hist,
+                vec(b.target),
+                b.target,
+                b.target_mask,
+                self.table if self.loss == "softmax" else None,
+                *win,
+            )
+
+    def validate(self, split: str = "val", weights: Path | None = None) -> dict | None:
+        if self.eval_data is None:
+            return None
+        metrics = None
+        if self.main:
+            self.model.eval()
+            metrics = evaluate_split(
+                self.model,
+                self.eval_data,
+                split,
+                self.cfg.data.max_history,
+                batch_size=self.cfg.train.eval_batch_size,
+                device=self.device,
+            )
+            self.model.train()
+        return D.broadcast_object(metrics)
+
+    def fit(self) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        self.config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        start_epoch, skip = self._resume()
+        logger = MetricLogger(
+            self.run_dir,
+            cfg.to_dict(),
+            enabled=self.main,
+            use_wandb=cfg.log.wandb,
+            project=cfg.log.wandb_project,
+            name=cfg.log.run_name,
+            entity=cfg.log.wandb_entity,
+        )
+        metric_name = t.eval_metric
+        done = t.max_steps and self.step >= t.max_steps
+        self.model.train()
+        for epoch in range(start_epoch, t.epochs):
+            if done:
+                break
+            loader = self._loader(epoch, skip)
+            bar = tqdm(
+                total=self.micro_per_epoch,
+                initial=skip,
+                desc=f"{t.stage} epoch {epoch + 1}/{t.epochs}",
+                disable=not (self.main and cfg.log.progress),
+                dynamic_ncols=True,
+                unit="batch",
+            )
+            micro, running, nmicro, seen, tic = skip, 0.0, 0, 0, time.perf_counter()
+            skip = 0
+            for batch in loader:
+                last_micro = (micro + 1) % t.grad_accum == 0 or micro + 1 == self.micro_per_epoch
+                sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else self.step_module.no_sync()
+                with sync:
+                    loss = self._micro_step(batch)
+                    self.scaler.scale(loss / t.grad_accum).backward()
+                running += loss.item()
+                nmicro += 1
+                seen += batch.hist.shape[0]
+                micro += 1
+                bar.update(1)
+                if not last_micro:
+                    continue
+                if t.clip_grad > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step += 1
+                if self.step % cfg.log.log_every == 0 or micro == self.micro_per_epoch:
+                    elapsed = time.perf_counter() - tic
+                    rate = seen * self.dist.world_size / max(elapsed, 1e-9)
+                    avg = running / max(1, nmicro)
+                    logger.log(
+                        {
+                            "train/loss": avg,
+                            "train/lr": self.scheduler.get_last_lr()[0],
+                            "train/seq_per_s": rate,
+                            "epoch": epoch + micro / self.micro_per_epoch,
+                        },
+                        self.step,
+                    )
+                    bar.set_postfix(loss=f"{avg:.4f}", seq_s=f"{rate:.0f}")
+                    running, nmicro, seen, tic = 0.0, 0, 0, time.perf_counter()
+                if cfg.ckpt.save_every_steps and self.step % cfg.ckpt.save_every_steps == 0:
+                    self.save(epoch, micro)
+                if t.max_steps and self.step >= t.max_steps:
+                    done = True
+                    break
+            bar.close()
+            stop = False
+            if not done or micro == self.micro_per_epoch:
+                epoch_end, next_epoch, next_micro = True, epoch + 1, 0
+            else:
+                epoch_end, next_epoch, next_micro = False, epoch, micro
+            if epoch_end and t.eval_every and (epoch + 1) % t.eval_every == 0:
+                metrics = self.validate("val")
+                if metrics is not None:
+                    logger.log({f"val/{k}": v for k, v in metrics.items()}, self.step)
+                    self.log(
+                        f"epoch {epoch + 1} val "
+                        + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                    )
+                    if metrics[metric_name] > self.best:
+                        self.best, self.best_step, self.bad_evals = metrics[metric_name], self.step, 0
+                        if self.main:
+                            with atomic_dir(self.run_dir / "best", overwrite=True) as tmp:
+                                ckpt.save_weights(self.model, self.config_yaml, tmp)
+                                atomic_write_json(tmp / "val_metrics.json", {"step": self.step, **metrics})
+                        logger.summary({f"best/val_{k}": v for k, v in metrics.items()})
+                    else:
+                        self.bad_evals += 1
+                        stop = t.patience > 0 and self.bad_evals >= t.patience
+            if (
+                (epoch_end and cfg.ckpt.save_every_epochs and (epoch + 1) % cfg.ckpt.save_every_epochs == 0)
+                or stop
+                or done
+                or next_epoch == t.epochs
+            ):
+                self.save(next_epoch, next_micro)
+            if stop:
+                self.log(f"early stop: no {metric_name} improvement in {t.patience} validations")
+                break
+        result = self._finish(logger)
+        logger.close()
+        D.cleanup()
+        return result
+
+    def _finish(self, logger: MetricLogger) -> dict:
+        """Test metrics of the best validation checkpoint (or the final weights when nothing was validated)."""
+        result: dict = {"run_dir": str(self.run_dir), "steps": self.step, "stage": self.cfg.train.stage}
+        if self.eval_data is None:
+            return result
+        best_dir = self.run_dir / "best"
+        selected = "final"
+        if self.cfg.train.stage == "finetune" and (best_dir / "model.safetensors").exists():
+            ckpt.load_weights(self.model, best_dir)
+            selected = "best validation"
+        val = self.validate("val")
+        test = self.validate("test")
+        result.update({"selected": selected, "best_step": self.best_step, "val": val, "test": test})
+        if self.main:
+            logger.log({f"test/{k}": v for k, v in test.items()}, self.step)
+            logger.summary({f"test/{k}": v for k, v in test.items()})
+            atomic_write_json(self.run_dir / "metrics.json", result, indent=2)
+            self.log(
+                f"{selected} checkpoint test "
+                + " ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float))
+            )
+        return result
+
+
+def _main(argv: list[str], stage: str) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m learn {stage}", description=f"LEARN {stage} (launch with torchrun for several processes)"
+    )
+    parser.add_argument("--config", help="YAML config (configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4 data.dataset=runs/x")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, [*args.overrides, f"train.stage={stage}"])
+    Trainer(cfg).fit()
+    return 0
+
+
+def main_pretrain(argv: list[str]) -> int:
+    return _main(argv, "pretrain")
+
+
+def main_finetune(argv: list[str]) -> int:
+    return _main(argv, "finetune")

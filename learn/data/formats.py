@@ -1,0 +1,485 @@
+"""The canonical on-disk datasets: load with validation, write atomically.
+
+* :class:`SeqDataset` — a RecFormer finetune folder (``train/val/test.json``, ``smap.json``, ``umap.json``,
+  ``meta_data.json``) plus LEARN's extras (``{train,val,test}_product.json``, ``product2text.dict``) and our
+  ``item_text.json`` (the same texts as JSON, so nothing of ours needs to unpickle).
+* :class:`PretrainCorpus` — a RecFormer pretrain folder (``train.json``/``dev.json`` = lists of item-key lists,
+  ``meta_data.json``) plus the ``smap.json`` the authors' code needs but never ships (adxcreative/LEARN#2).
+
+Bad input raises :class:`learn.errors.DataError` with a one-line message naming the file; items without meta
+are only counted and reported as a warning.
+"""
+
+from __future__ import annotations
+
+import builtins
+import gzip
+import io
+import json
+import logging
+import os
+import pickle
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learn.data.text import item_text
+from learn.errors import DataError
+from learn.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+DATASET_FILES = (
+    *(f"{s}.json" for s in SPLITS),
+    "smap.json",
+    "umap.json",
+    "meta_data.json",
+    *(f"{s}_product.json" for s in SPLITS),
+    "product2text.dict",
+    "item_text.json",
+)
+CORPUS_FILES = ("train.json", "dev.json", "smap.json", "meta_data.json", "product2text.dict", "item_text.json")
+
+
+# ----------------------------------------------------------------------------------------------- reading helpers
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return d
+
+
+def resolve(path: str | Path) -> Path:
+    """``path``, or ``path.gz`` when only the gzipped file exists."""
+    path = Path(path)
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.exists() and gz.exists() else path
+
+
+def read_json_strict(path: str | Path) -> Any:
+    """Read JSON (or ``.json.gz``); duplicate object keys, bad JSON and missing files raise a one-line DataError."""
+    path = resolve(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=_unique_pairs)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except _DuplicateKey as e:
+        raise DataError(path, f"duplicate key {e.args[0]!r}") from None
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text ({e.reason})") from None
+    except (OSError, EOFError) as e:
+        raise DataError(path, f"cannot read: {getattr(e, 'strerror', None) or e}") from None
+
+
+class _BuiltinsOnly(pickle.Unpickler):
+    """Unpickler that can rebuild plain dicts of strings and nothing else (no code can run)."""
+
+    ALLOWED = frozenset({"dict", "str", "list"})
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins" and name in self.ALLOWED:
+            return getattr(builtins, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_text_pickle(path: str | Path) -> dict[str, str]:
+    """Load a seed ``product2text.dict`` ({item key: text}) with a builtins-only unpickler."""
+    path = Path(path)
+    try:
+        obj = _BuiltinsOnly(io.BytesIO(path.read_bytes())).load()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except Exception as e:  # any unpickling failure is bad input
+        raise DataError(path, f"not a pickled {{str: str}} dict ({e})") from None
+    return _check_text_map(path, obj)
+
+
+def _check_text_map(path: Path, obj: Any) -> dict[str, str]:
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+        raise DataError(path, "expected a {item key: text} mapping of strings")
+    return obj
+
+
+def _type_name(obj: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(obj), type(obj).__name__)
+
+
+def _expect(path: Path, obj: Any, kind: type, what: str) -> Any:
+    if not isinstance(obj, kind):
+        raise DataError(path, f"expected {what}, got {_type_name(obj)}")
+    return obj
+
+
+def _is_int(x: Any) -> bool:
+    return type(x) is int
+
+
+def read_split(path: Path) -> dict[str, list[int]]:
+    """Read one ``{"<user idx>": [item idx, ...]}`` split file."""
+    obj = _expect(path, read_json_strict(path), dict, 'a JSON object {"<user>": [item ids]}')
+    for user, seq in obj.items():
+        if not isinstance(seq, list) or not all(map(_is_int, seq)):
+            raise DataError(path, f"user {user!r}: expected a list of integer item ids, got {str(seq)[:60]}")
+    return obj
+
+
+def read_index_map(path: Path, what: str) -> dict[str, int]:
+    """Read ``smap.json``/``umap.json`` ({key: int}); two keys with the same index are an error."""
+    obj = _expect(path, read_json_strict(path), dict, f"a JSON object {{{what} key: index}}")
+    owner: dict[int, str] = {}
+    for key, idx in obj.items():
+        if not _is_int(idx) or idx < 0:
+            raise DataError(path, f"{what} {key!r}: index must be a non-negative integer, got {idx!r}")
+        if idx in owner:
+            raise DataError(path, f"duplicate {what}: index {idx} is used by {owner[idx]!r} and {key!r}")
+        owner[idx] = key
+    return obj
+
+
+def read_meta(path: Path) -> dict[str, dict]:
+    obj = _expect(path, read_json_strict(path), dict, "a JSON object {item key: {title, brand, category}}")
+    for key, entry in obj.items():
+        if not isinstance(entry, dict):
+            raise DataError(path, f"item {key!r}: expected an object of fields, got {_type_name(entry)}")
+    return obj
+
+
+def first_seen_smap(*sequence_lists: Iterable[Iterable[str]]) -> dict[str, int]:
+    """Item key -> index 0..N-1 in first-seen order over the given sequence lists."""
+    smap: dict[str, int] = {}
+    for sequences in sequence_lists:
+        for seq in sequences:
+            for key in seq:
+                if key not in smap:
+                    smap[key] = len(smap)
+    return smap
+
+
+def _missing_meta_warning(where: Path, keys: Iterable[str], meta: dict, what: str) -> list[str]:
+    missing = [k for k in keys if k not in meta]
+    if not missing:
+        return []
+    example = missing[0]
+    return [f"{where}: {len(missing):,} {what} have no entry in meta_data.json (e.g. {example!r}); their text is empty"]
+
+
+# ----------------------------------------------------------------------------------------------- finetune dataset
+@dataclass
+class SeqDataset:
+    """A leave-one-out sequential dataset; item and user indices are RecFormer's (ints, splits keyed by str)."""
+
+    root: Path
+    name: str
+    train: dict[str, list[int]]
+    val: dict[str, list[int]]
+    test: dict[str, list[int]]
+    smap: dict[str, int]
+    umap: dict[str, int]
+    meta: dict[str, dict]
+    item_keys: list[str] = field(default_factory=list)  # index -> item key (inverse of smap)
+    item_texts: dict[str, str] | None = None  # from item_text.json / product2text.dict; else built from meta
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not self.item_keys:
+            self.item_keys = sorted(self.smap, key=self.smap.__getitem__)
+
+    @property
+    def users(self) -> list[str]:
+        """Every user key of the splits, in first-seen order over train, val, test."""
+        return list(dict.fromkeys([*self.train, *self.val, *self.test]))
+
+    @property
+    def num_items(self) -> int:
+        return len(self.smap)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def num_interactions(self) -> int:
+        return sum(len(seq) for split in (self.train, self.val, self.test) for seq in split.values())
+
+    def sequence(self, user: str | int) -> list[int]:
+        """The user's full chronological sequence (train + val + test)."""
+        u = str(user)
+        return self.train.get(u, []) + self.val.get(u, []) + self.test.get(u, [])
+
+    def history(self, user: str | int, split: str) -> list[int]:
+        """Items a model may see when predicting ``split``: "val" -> train; "test" -> train + val."""
+        u = str(user)
+        if split == "val":
+            return list(self.train.get(u, []))
+        if split == "test":
+            return self.train.get(u, []) + self.val.get(u, [])
+        raise ValueError(f"history() split must be 'val' or 'test', got {split!r}")
+
+    def text_map(self) -> dict[str, str]:
+        """{item key: text} for smap items that have text, in index order (what product2text.dict holds)."""
+        out = {}
+        for key in self.item_keys:
+            text = self.item_texts.get(key) if self.item_texts is not None else None
+            text = item_text(self.meta.get(key)) if text is None else text
+            if text:
+                out[key] = text
+        return out
+
+    def texts(self) -> list[str]:
+        """Item text in index order ("" for an item without meta or text)."""
+        m = self.text_map()
+        return [m.get(k, "") for k in self.item_keys]
+
+    def product_splits(self) -> dict[str, dict[str, list[str]]]:
+        """The splits with item indices mapped back to item keys (LEARN's ``*_product.json``)."""
+        keys = self.item_keys
+        return {s: {u: [keys[i] for i in seq] for u, seq in getattr(self, s).items()} for s in SPLITS}
+
+    def report(self) -> str:
+        lines = [
+            f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
+            f"{self.num_interactions:,} interactions",
+            *(f"warning: {w}" for w in self.warnings),
+        ]
+        return "\n".join(lines)
+
+
+def validate_dataset(ds: SeqDataset) -> list[str]:
+    """Raise DataError on structural problems; return warnings (items without meta)."""
+    root = ds.root
+    n = len(ds.smap)
+    if sorted(ds.smap.values()) != list(range(n)):
+        raise DataError(root / "smap.json", f"item indices must be exactly 0..{n - 1}")
+    umap_ids = {str(i) for i in ds.umap.values()}
+    if len(umap_ids) != len(ds.umap):
+        raise DataError(root / "umap.json", "duplicate user: two user keys share one index")
+    for s in SPLITS:
+        for user, seq in getattr(ds, s).items():
+            bad = next((i for i in seq if not 0 <= i < n), None)
+            if bad is not None:
+                raise DataError(root / f"{s}.json", f"user {user!r}: unknown item id {bad} (smap.json has 0..{n - 1})")
+            if ds.umap and user not in umap_ids:
+                raise DataError(root / f"{s}.json", f"user {user!r} is not an index in umap.json")
+    for user in ds.users:
+        if not (ds.train.get(user) or ds.val.get(user) or ds.test.get(user)):
+            raise DataError(root / "train.json", f"empty user {user!r}: no train items and no val/test item")
+    return _missing_meta_warning(root, ds.item_keys, ds.meta, "items")
+
+
+def read_item_texts(root: Path) -> dict[str, str] | None:
+    if (root / "item_text.json").exists():
+        path = root / "item_text.json"
+        return _check_text_map(path, read_json_strict(path))
+    if (root / "product2text.dict").exists():
+        return read_text_pickle(root / "product2text.dict")
+    return None
+
+
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise DataError(root, "folder not found")
+    if not root.is_dir():
+        raise DataError(root, "not a folder")
+
+
+def load_dataset(path: str | Path, validate: bool = True) -> SeqDataset:
+    """Load a canonical (RecFormer finetune) folder; ``train.json`` may be ``train.json.gz``."""
+    root = Path(path)
+    _check_folder(root)
+    train, val, test = (read_split(root / f"{s}.json") for s in SPLITS)
+    ds = SeqDataset(
+        root=root,
+        name=root.resolve().name,
+        train=train,
+        val=val,
+        test=test,
+        smap=read_index_map(root / "smap.json", "item"),
+        umap=read_index_map(root / "umap.json", "user"),
+        meta=read_meta(root / "meta_data.json"),
+        item_texts=read_item_texts(root),
+    )
+    if validate:
+        ds.warnings = validate_dataset(ds)
+        for w in ds.warnings:
+            log.warning(w)
+    return ds
+
+
+def _dump(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+
+
+def _publish_mode(folder: Path) -> None:
+    """Give the temp folder (mkdtemp makes it 0700) the usual umask-based mode before it is renamed into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+
+
+def _dump_texts(folder: Path, texts: dict[str, str]) -> None:
+    _dump(folder / "item_text.json", texts)
+    (folder / "product2text.dict").write_bytes(pickle.dumps(texts, protocol=4))
+
+
+def write_dataset(ds: SeqDataset, out: str | Path, overwrite: bool = False) -> None:
+    """Write every file of :data:`DATASET_FILES` into ``out`` atomically (temp folder renamed when complete)."""
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        _publish_mode(tmp)
+        for s in SPLITS:
+            _dump(tmp / f"{s}.json", getattr(ds, s))
+        for s, split in ds.product_splits().items():
+            _dump(tmp / f"{s}_product.json", split)
+        _dump(tmp / "smap.json", ds.smap)
+        _dump(tmp / "umap.json", ds.umap)
+        _dump(tmp / "meta_data.json", ds.meta)
+        _dump_texts(tmp, ds.text_map())
+
+
+def leave_one_out(
+    root: Path,
+    name: str,
+    sequences: dict[str, list[str]],
+    meta: dict[str, dict],
+    smap: dict[str, int] | None = None,
+    umap: dict[str, int] | None = None,
+    item_texts: dict[str, str] | None = None,
+) -> tuple[SeqDataset, int]:
+    """Split chronological item-key sequences: train = all but the last two, val = [-2], test = [-1].
+
+    Users with fewer than 3 interactions are dropped (their count is returned). Without ``umap``/``smap``, user
+    indices follow the order of ``sequences`` and item indices first appearance over the kept users' sequences.
+    """
+    kept = {u: seq for u, seq in sequences.items() if len(seq) >= 3}
+    umap = umap if umap is not None else {u: i for i, u in enumerate(kept)}
+    smap = smap if smap is not None else first_seen_smap(kept.values())
+    train, val, test = {}, {}, {}
+    for u, seq in kept.items():
+        key, ids = str(umap[u]), [smap[k] for k in seq]
+        train[key], val[key], test[key] = ids[:-2], ids[-2:-1], ids[-1:]
+    ds = SeqDataset(root, name, train, val, test, smap, {u: umap[u] for u in kept}, meta, item_texts=item_texts)
+    return ds, len(sequences) - len(kept)
+
+
+# ----------------------------------------------------------------------------------------------- pretrain corpus
+@dataclass
+class PretrainCorpus:
+    """RecFormer pretrain data: chronological item-key sequences (one per user and category)."""
+
+    root: Path
+    train: list[list[str]]
+    dev: list[list[str]]
+    smap: dict[str, int]
+    meta: dict[str, dict]
+    item_texts: dict[str, str] | None = None
+    smap_generated: bool = False  # True when smap.json was absent and built in first-seen order
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def item_keys(self) -> list[str]:
+        return sorted(self.smap, key=self.smap.__getitem__)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.smap)
+
+    @property
+    def num_sequences(self) -> int:
+        return len(self.train) + len(self.dev)
+
+    @property
+    def num_interactions(self) -> int:
+        return sum(map(len, self.train)) + sum(map(len, self.dev))
+
+    def text_map(self) -> dict[str, str]:
+        out = {}
+        for key in self.item_keys:
+            text = self.item_texts.get(key) if self.item_texts is not None else None
+            text = item_text(self.meta.get(key)) if text is None else text
+            if text:
+                out[key] = text
+        return out
+
+    def texts(self) -> list[str]:
+        m = self.text_map()
+        return [m.get(k, "") for k in self.item_keys]
+
+
+def read_sequences(path: Path) -> list[list[str]]:
+    obj = _expect(path, read_json_strict(path), list, "a JSON list of item-key lists")
+    for i, seq in enumerate(obj):
+        if not isinstance(seq, list) or not all(isinstance(k, str) and k for k in seq):
+            raise DataError(path, f"sequence {i}: expected a list of item-key strings, got {str(seq)[:60]}")
+        if not seq:
+            raise DataError(path, f"sequence {i} is empty")
+    return obj
+
+
+def validate_corpus(corpus: PretrainCorpus) -> list[str]:
+    root, n = corpus.root, len(corpus.smap)
+    if sorted(corpus.smap.values()) != list(range(n)):
+        raise DataError(root / "smap.json", f"item indices must be exactly 0..{n - 1}")
+    for name in ("train", "dev"):
+        for i, seq in enumerate(getattr(corpus, name)):
+            missing = next((k for k in seq if k not in corpus.smap), None)
+            if missing is not None:
+                raise DataError(root / f"{name}.json", f"sequence {i}: unknown item {missing!r} (not in smap.json)")
+    return _missing_meta_warning(root, corpus.smap, corpus.meta, "items")
+
+
+def load_pretrain_corpus(path: str | Path, validate: bool = True) -> PretrainCorpus:
+    """Load a RecFormer pretrain folder; a missing ``smap.json`` is generated (first seen over train then dev)."""
+    root = Path(path)
+    _check_folder(root)
+    train, dev = read_sequences(root / "train.json"), read_sequences(root / "dev.json")
+    has_smap = resolve(root / "smap.json").exists()
+    corpus = PretrainCorpus(
+        root=root,
+        train=train,
+        dev=dev,
+        smap=read_index_map(root / "smap.json", "item") if has_smap else first_seen_smap(train, dev),
+        meta=read_meta(root / "meta_data.json"),
+        item_texts=read_item_texts(root),
+        smap_generated=not has_smap,
+    )
+    if validate:
+        corpus.warnings = validate_corpus(corpus)
+        for w in corpus.warnings:
+            log.warning(w)
+    return corpus
+
+
+def write_pretrain_corpus(corpus: PretrainCorpus, out: str | Path, overwrite: bool = False) -> None:
+    """Write every file of :data:`CORPUS_FILES` into ``out`` atomically."""
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        _publish_mode(tmp)
+        _dump(tmp / "train.json", corpus.train)
+        _dump(tmp / "dev.json", corpus.dev)
+        _dump(tmp / "smap.json", corpus.smap)
+        _dump(tmp / "meta_data.json", corpus.meta)
+        _dump_texts(tmp, corpus.text_map())
+
+
+def is_corpus(path: str | Path) -> bool:
+    """True when ``path`` holds a pretrain corpus (train.json is a list) rather than a finetune dataset."""
+    p = resolve(Path(path) / "train.json")
+    if not p.exists():
+        return False
+    opener = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt", encoding="utf-8") as f:
+        head = f.read(64).lstrip()
+    return head.startswith("[")

@@ -113,7 +113,7 @@ class Tower(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None, extra: Tensor | None = None,
                 readout: Tensor | None = None) -> Tensor:
-        """x [B,L,D], mask [B,L] bool -> [B,L,out] L2-normalised float32, or [B,1,out] at ``readout`` [B]."""
+        """x [B,L,D], mask [B,L] bool -> [B,L,out] L2-normalised (at least float32), or [B,1,out] at ``readout``."""
         b, n, _ = x.shape
         w = self.adaptor.weight
         if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
@@ -138,11 +138,12 @@ class Tower(nn.Module):
             h = layer(h, attn_mask, readout if (i == last and n > 1) else None)
         if readout is not None and (n == 1 or not self.layers):
             h = h[torch.arange(b, device=x.device), readout].unsqueeze(1)
-        return F.normalize(self.proj(h).float(), dim=-1)
+        out = self.proj(h)
+        return F.normalize(out.float() if out.dtype in (torch.float16, torch.bfloat16) else out, dim=-1)
 
 
 class LEARNModel(nn.Module):
-    """User tower over histories + item tower over single items; all outputs are L2-normalised float32."""
+    """User tower over histories + item tower over single items; outputs are L2-normalised, float32 under autocast."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -284,7 +285,11 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") 
     except (SafetensorError, OSError) as e:
         raise DataError(weights, f"unreadable safetensors file ({e})") from None
     model = LEARNModel(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise DataError(weights, f"weights do not match config.yaml: {str(e).strip().splitlines()[-1].strip()}") \
+            from None
     if missing or unexpected:
         raise DataError(weights, f"weights do not match config.yaml: missing {missing[:3]}, unexpected "
                                  f"{unexpected[:3]}")

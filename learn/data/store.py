@@ -1,0 +1,395 @@
+"""The LMDB item store: item key -> raw little-endian float16/float32 vector, plus a ``__meta__`` record.
+
+Layout: one LMDB environment (a folder with ``data.mdb``/``lock.mdb``). Keys are item keys in UTF-8, values are
+``dim`` little-endian floats (``<f2`` or ``<f4``), and the reserved key ``__meta__`` holds a JSON :class:`StoreMeta`.
+``__meta__`` is written last, in the same transaction that completes the store, and the folder is renamed into place
+only after that, so a store without ``__meta__`` (or whose entry count disagrees with it) is an unfinished one and
+:class:`ItemStore` refuses it.
+
+:class:`ItemStore` is the reader: picklable, it opens the environment lazily in each process (and DataLoader worker)
+with ``readonly=True, lock=False, readahead=False`` and reads a batch of keys in one transaction with ``getmulti``.
+:class:`StoreWriter` builds a store in a work folder (a temporary sibling, or a persistent folder for resumable runs)
+and renames it into place on :meth:`StoreWriter.finalize`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from learn.errors import LearnError
+
+META_KEY = b"__meta__"
+RESERVED_KEYS = frozenset({META_KEY})
+DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+_MAX_KEY_BYTES = 511
+_INITIAL_MAP_SIZE = 64 << 20
+
+
+@dataclass
+class StoreMeta:
+    """What a store holds and how it was made (``__meta__``, JSON)."""
+
+    dim: int
+    dtype: str  # "float16" | "float32" (storage dtype, little-endian)
+    count: int  # number of item vectors (``__meta__`` excluded)
+    model: str = "unknown"
+    layer: int = -1
+    pooling: str = "mean"
+    text_template_hash: str = ""
+    max_length: int | None = None
+    normalized: bool = True
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> StoreMeta:
+        obj = json.loads(raw)
+        known = {f.name for f in fields(cls)}
+        extra = dict(obj.pop("extra", None) or {})
+        extra.update({k: v for k, v in obj.items() if k not in known})
+        return cls(**{k: v for k, v in obj.items() if k in known}, extra=extra)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _encode_key(key: str) -> bytes:
+    raw = key.encode("utf-8")
+    if not raw or len(raw) > _MAX_KEY_BYTES:
+        raise LearnError(f"item key {key[:40]!r} is empty or longer than {_MAX_KEY_BYTES} UTF-8 bytes (LMDB limit)")
+    if raw in RESERVED_KEYS:
+        raise LearnError(f"item key {key!r} is reserved by the item store")
+    return raw
+
+
+def _names(keys: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(repr(k) for k in list(keys)[:n])
+    return shown + (", ..." if len(keys) > n else "")
+
+
+def is_lmdb_dir(path: str | Path) -> bool:
+    return (Path(path) / "data.mdb").is_file()
+
+
+def _open_read(path: Path, lock: bool = False) -> lmdb.Environment:
+    return lmdb.open(str(path), readonly=True, lock=lock, readahead=False, subdir=True, max_readers=2048,
+                     meminit=False, max_dbs=0)
+
+
+# LMDB allows one environment per file per process: readers of the same store share it. Keyed by process and by the
+# identity of data.mdb, so a store replaced on disk (new inode) or a forked worker gets its own environment.
+_ENVS: dict[tuple[int, int, int], lmdb.Environment] = {}
+
+
+def _shared_env(path: Path) -> lmdb.Environment:
+    st = os.stat(path / "data.mdb")
+    key = (os.getpid(), st.st_dev, st.st_ino)
+    env = _ENVS.get(key)
+    if env is None:
+        env = _ENVS[key] = _open_read(path)
+    return env
+
+
+class ItemStore:
+    """Read-only view of a finished item store; ``get(keys)`` returns float32 ``[n, dim]``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise LearnError(f"item store {self.path} not found (build it with: python -m learn embed --out {path})")
+        if not is_lmdb_dir(self.path):
+            raise LearnError(f"{self.path} is not an LMDB item store (no data.mdb)")
+        self._env: lmdb.Environment | None = None
+        self._pid = -1
+        env = self._get_env()
+        with env.begin(buffers=False) as txn:
+            raw = txn.get(META_KEY)
+            legacy = raw is None and txn.get(b"num_samples") is not None
+        entries = env.stat()["entries"]
+        if raw is None:
+            if legacy:
+                raise LearnError(f"{self.path} is an original-LEARN pickle LMDB; convert it with: "
+                                 f"python -m learn store import-lmdb {self.path} --out NEW_STORE")
+            raise LearnError(f"item store {self.path} is incomplete (no __meta__ record): the run that wrote it did "
+                             "not finish; rerun `python -m learn embed` to resume it")
+        try:
+            self.meta = StoreMeta.from_json(raw)
+        except (ValueError, TypeError) as e:
+            raise LearnError(f"item store {self.path}: unreadable __meta__ record ({e})") from None
+        if self.meta.dtype not in DTYPES:
+            raise LearnError(f"item store {self.path}: unknown dtype {self.meta.dtype!r} in __meta__")
+        if entries - 1 != self.meta.count:
+            raise LearnError(f"item store {self.path} is incomplete or corrupt: __meta__ says {self.meta.count} "
+                             f"items but it holds {entries - 1}")
+        self.dim = int(self.meta.dim)
+        self._np_dtype = DTYPES[self.meta.dtype]
+        self._row_bytes = self.dim * self._np_dtype.itemsize
+
+    # -- lazy per-process environment -------------------------------------------------------------------------
+    def _get_env(self) -> lmdb.Environment:
+        if self._env is None or self._pid != os.getpid():
+            self._env = _shared_env(self.path)
+            self._pid = os.getpid()
+        return self._env
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_env"], state["_pid"] = None, -1
+        return state
+
+    def close(self) -> None:
+        """Drop this reader's handle (the per-process environment stays open for other readers of the store)."""
+        self._env = None
+
+    # -- reads --------------------------------------------------------------------------------------------------
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        """float32 ``[len(keys), dim]`` (repeated keys allowed); missing keys raise a :class:`LearnError`."""
+        keys = list(keys)
+        if not keys:
+            return np.empty((0, self.dim), dtype=np.float32)
+        uniq = sorted(set(keys))  # sorted keys walk the B-tree in order
+        enc = [k.encode("utf-8") for k in uniq]
+        with self._get_env().begin(buffers=True) as txn:
+            found = txn.cursor().getmulti(enc)
+            if len(found) != len(enc):
+                got = {bytes(k) for k, _ in found}
+                missing = [k for k, e in zip(uniq, enc) if e not in got]
+                raise LearnError(f"item store {self.path}: {len(missing)} of {len(uniq)} requested items are missing "
+                                 f"(e.g. {_names(missing)})")
+            blob = b"".join(v for _, v in found)
+        if len(blob) != len(enc) * self._row_bytes:
+            raise LearnError(f"item store {self.path}: a value has the wrong size (expected {self._row_bytes} bytes "
+                             "per item); the store is corrupt")
+        table = np.frombuffer(blob, dtype=self._np_dtype).reshape(len(enc), self.dim)
+        if len(uniq) == len(keys) and uniq == keys:
+            return table.astype(np.float32)
+        pos = {k: i for i, k in enumerate(uniq)}
+        return table[[pos[k] for k in keys]].astype(np.float32, copy=False)
+
+    def get_one(self, key: str) -> np.ndarray:
+        return self.get([key])[0]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str) or key.encode("utf-8") in RESERVED_KEYS:
+            return False
+        with self._get_env().begin(buffers=True) as txn:
+            return txn.get(key.encode("utf-8")) is not None
+
+    def __len__(self) -> int:
+        return self.meta.count
+
+    def keys(self) -> list[str]:
+        """All item keys, in byte order."""
+        with self._get_env().begin(buffers=True) as txn:
+            return [bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)
+                    if bytes(k) not in RESERVED_KEYS]
+
+    def items(self, chunk: int = 4096) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Iterate ``(keys, float32 [n, dim])`` chunks in key order (for exports)."""
+        with self._get_env().begin(buffers=True) as txn:
+            ks: list[str] = []
+            vs: list[bytes] = []
+            for k, v in txn.cursor():
+                if bytes(k) in RESERVED_KEYS:
+                    continue
+                ks.append(bytes(k).decode("utf-8"))
+                vs.append(bytes(v))
+                if len(ks) == chunk:
+                    yield ks, np.frombuffer(b"".join(vs), self._np_dtype).reshape(-1, self.dim).astype(np.float32)
+                    ks, vs = [], []
+            if ks:
+                yield ks, np.frombuffer(b"".join(vs), self._np_dtype).reshape(-1, self.dim).astype(np.float32)
+
+    def to_array(self, keys: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """Load the whole store (or ``keys``) into RAM: ``(keys, float32 [n, dim])``."""
+        if keys is not None:
+            return list(keys), self.get(keys)
+        ks: list[str] = []
+        parts: list[np.ndarray] = []
+        for k, v in self.items():
+            ks += k
+            parts.append(v)
+        return ks, (np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32))
+
+    def check(self, dim: int | None = None, model: str | None = None) -> None:
+        """Raise a :class:`LearnError` when the store's dimension or model differs from what the caller expects."""
+        if dim is not None and int(dim) != self.dim:
+            raise LearnError(f"item store {self.path} holds {self.dim}-d vectors (model {self.meta.model}) but "
+                             f"{dim}-d were expected; re-embed with the right --llm or change the model input dim")
+        if model is not None and model != self.meta.model:
+            raise LearnError(f"item store {self.path} was built with model {self.meta.model!r}, not {model!r}")
+
+    def __repr__(self) -> str:
+        return f"ItemStore({str(self.path)!r}, count={self.meta.count}, dim={self.dim}, dtype={self.meta.dtype})"
+
+
+def _move_into_place(src: Path, dst: Path, overwrite: bool) -> None:
+    if dst.exists():
+        if not overwrite:
+            raise LearnError(f"{dst} already exists (pass --overwrite to replace it)")
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+class StoreWriter:
+    """Write vectors into a work LMDB and rename it to ``path`` on :meth:`finalize`.
+
+    By default the work folder is a fresh temporary sibling of ``path`` that is deleted if the writer is left without
+    finalizing. With ``work_dir`` the folder is persistent (created or reopened, kept on errors): a resumable run
+    writes batches as they finish and a rerun sees them in :meth:`done_keys`.
+
+    ``extra_records`` (bytes key -> bytes) are reserved bookkeeping keys (e.g. a run configuration) that are removed at
+    :meth:`finalize`.
+    """
+
+    def __init__(self, path: str | Path, dtype: str = "float32", *, work_dir: str | Path | None = None,
+                 overwrite: bool = False):
+        if dtype not in DTYPES:
+            raise LearnError(f"store dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+        self.path = Path(path)
+        self.dtype = dtype
+        self.overwrite = overwrite
+        self.persistent = work_dir is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if work_dir is None:
+            self.work = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        else:
+            self.work = Path(work_dir)
+            self.work.mkdir(parents=True, exist_ok=True)
+        self.dim: int | None = None
+        self._reserved: set[bytes] = set(RESERVED_KEYS)
+        # metasync=False: each commit is still atomic and survives a killed process (ACI, not D on power loss)
+        self._env = lmdb.open(str(self.work), map_size=_INITIAL_MAP_SIZE, subdir=True, meminit=False, metasync=False)
+        self._env.set_mapsize(max(self._env.info()["map_size"], _INITIAL_MAP_SIZE))
+        self._finalized = False
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._finalized:
+            self.abort()
+
+    def _write(self, fn) -> None:
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    fn(txn)
+                return
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+    def reserve(self, key: bytes) -> None:
+        """Declare a bookkeeping key (kept out of counts and removed at finalize)."""
+        self._reserved.add(key)
+
+    def put_record(self, key: bytes, value: bytes) -> None:
+        self.reserve(key)
+        self._write(lambda txn: txn.put(key, value))
+
+    def get_record(self, key: bytes) -> bytes | None:
+        with self._env.begin() as txn:
+            return txn.get(key)
+
+    def put_many(self, keys: Sequence[str], array: np.ndarray) -> None:
+        """Write one batch in one transaction (committed, so it survives a crash of the process)."""
+        array = np.asarray(array)
+        if array.ndim != 2 or array.shape[0] != len(keys):
+            raise LearnError(f"put_many: expected a [{len(keys)}, dim] array, got shape {array.shape}")
+        if self.dim is None:
+            self.dim = int(array.shape[1])
+        elif array.shape[1] != self.dim:
+            raise LearnError(f"put_many: vectors of dim {array.shape[1]} in a store of dim {self.dim}")
+        if not np.isfinite(array).all():
+            bad = [k for k, row in zip(keys, array) if not np.isfinite(row).all()]
+            raise LearnError(f"non-finite vectors for {len(bad)} items (e.g. {_names(bad)})")
+        rows = np.ascontiguousarray(array, dtype=DTYPES[self.dtype])
+        pairs = [(_encode_key(k), rows[i].tobytes()) for i, k in enumerate(keys)]
+        self._write(lambda txn: txn.cursor().putmulti(pairs))
+
+    def put_raw(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        """Write already-encoded (key, value) pairs (same dtype and dim) in one transaction."""
+        pairs = list(pairs)
+        self._write(lambda txn: txn.cursor().putmulti(pairs))
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        enc = [k.encode("utf-8") for k in keys]
+        self._write(lambda txn: [txn.delete(k) for k in enc])
+
+    def done_keys(self) -> set[str]:
+        with self._env.begin(buffers=True) as txn:
+            return {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)
+                    if bytes(k) not in self._reserved}
+
+    def count(self) -> int:
+        with self._env.begin() as txn:
+            reserved = sum(txn.get(k) is not None for k in self._reserved)
+        return self._env.stat()["entries"] - reserved
+
+    def _infer_dim(self) -> int:
+        if self.dim is None:
+            with self._env.begin() as txn:
+                for k, v in txn.cursor():
+                    if k not in self._reserved:
+                        self.dim = len(v) // DTYPES[self.dtype].itemsize
+                        break
+        if self.dim is None:
+            raise LearnError(f"refusing to finalize an empty item store {self.path}")
+        return self.dim
+
+    def finalize(self, meta: StoreMeta | dict | None = None) -> Path:
+        """Drop bookkeeping keys, write ``__meta__`` (count, dim, dtype filled in) and rename into place."""
+        dim = self._infer_dim()
+        meta = StoreMeta(**meta) if isinstance(meta, dict) else (meta or StoreMeta(dim=dim, dtype=self.dtype, count=0))
+        meta.dim, meta.dtype = dim, self.dtype
+        meta.created = meta.created or _now()
+        extra_keys = [k for k in self._reserved if k not in RESERVED_KEYS]
+
+        if extra_keys:
+            self._write(lambda txn: [txn.delete(k) for k in extra_keys])
+        meta.count = self._env.stat()["entries"] - int(self.get_record(META_KEY) is not None)
+        self._write(lambda txn: txn.put(META_KEY, meta.to_json()))
+        self._env.sync(True)
+        self._env.close()
+        _move_into_place(self.work, self.path, self.overwrite)
+        self._finalized = True
+        self.meta = meta
+        return self.path
+
+    def abort(self) -> None:
+        """Close; a temporary work folder is deleted, a persistent one is kept for resuming."""
+        try:
+            self._env.close()
+        finally:
+            if not self.persistent:
+                shutil.rmtree(self.work, ignore_errors=True)
+
+
+def write_store(path: str | Path, keys: Sequence[str], array: np.ndarray, meta: StoreMeta | dict | None = None,
+                dtype: str = "float32", overwrite: bool = False, chunk: int = 8192) -> Path:
+    """Write a whole store at once (built in a temporary folder, renamed into place)."""
+    if len(set(keys)) != len(keys):
+        raise LearnError("write_store: duplicate item keys")
+    with StoreWriter(path, dtype=dtype, overwrite=overwrite) as w:
+        for i in range(0, len(keys), chunk):
+            w.put_many(keys[i:i + chunk], array[i:i + chunk])
+        return w.finalize(meta)

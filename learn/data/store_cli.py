@@ -1,0 +1,256 @@
+"""``python -m learn store``: inspect an item store and convert to/from the seed's formats.
+
+* ``info STORE`` — the ``__meta__`` record (or what an original-LEARN pickle LMDB holds).
+* ``export-txt STORE OUT.txt`` — the seed's ``item_embeddings/{D}.txt`` (lines ``ASIN\\x01v1,v2,...``).
+* ``export-pkl STORE OUT.pkl`` — the seed's ``product2emb_{D}.pkl`` ({ASIN: np.float32 array}).
+* ``import-txt TXT [TXT ...] --out STORE`` — the authors' ``{D}.txt`` / ``part_{i}.txt`` files.
+* ``import-lmdb LMDB --out STORE`` — the authors' LMDB (values ``pickle.dumps(np.ndarray float64)``, a
+  ``num_samples`` key), unpickled with an unpickler that can only rebuild numpy arrays.
+
+Every output is written to a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from learn.data.store import DTYPES, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir
+from learn.errors import DataError, LearnError
+
+_CHUNK = 2048
+
+
+# ------------------------------------------------------------------------------------------- numpy-only unpickler
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    from numpy._core import multiarray, numeric
+
+    allowed = {"_reconstruct": multiarray._reconstruct, "ndarray": np.ndarray, "dtype": np.dtype,
+               "_frombuffer": numeric._frombuffer}
+    table = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric",
+                "numpy"):
+        for name, obj in allowed.items():
+            table[(mod, name)] = obj
+    return table
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays (and plain builtins data) and refuses every other global: no code can run."""
+
+    _GLOBALS = _numpy_globals()
+
+    def find_class(self, module: str, name: str):
+        obj = self._GLOBALS.get((module, name))
+        if obj is None:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
+        return obj
+
+
+def load_numpy_pickle(raw: bytes) -> np.ndarray:
+    return NumpyOnlyUnpickler(io.BytesIO(raw)).load()
+
+
+# ------------------------------------------------------------------------------------------------ atomic files
+@contextlib.contextmanager
+def _atomic_file(path: Path, mode: str = "w") -> Iterator:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------------ exports
+def export_txt(store: str | Path, out: str | Path) -> int:
+    """Write the seed's text format; ``%.9g`` round-trips float32 exactly."""
+    s = ItemStore(store)
+    fmt = ",".join(["%.9g"] * s.dim)
+    n = 0
+    with _atomic_file(Path(out)) as f:
+        for keys, arr in s.items(_CHUNK):
+            f.write("".join(f"{k}\x01{fmt % tuple(row)}\n" for k, row in zip(keys, arr.tolist())))
+            n += len(keys)
+    return n
+
+
+def export_pkl(store: str | Path, out: str | Path) -> int:
+    """Write the seed's ``product2emb_{D}.pkl``: {ASIN: np.float32 array of dim D}."""
+    s = ItemStore(store)
+    table: dict[str, np.ndarray] = {}
+    for keys, arr in s.items(_CHUNK):
+        table.update(zip(keys, arr.copy()))
+    with _atomic_file(Path(out), "wb") as f:
+        pickle.dump(table, f, protocol=4)
+    return len(table)
+
+
+# ------------------------------------------------------------------------------------------------------ imports
+def _meta_from(path: str | Path | None, dim: int, dtype: str, probe: tuple[str, np.ndarray] | None) -> StoreMeta:
+    """Meta for an imported store; copied from ``path`` (an item store) when its vectors agree with ours."""
+    meta = StoreMeta(dim=dim, dtype=dtype, count=0, model="unknown (imported)", layer=-1, pooling="mean")
+    if path is None or not Path(path).exists():
+        return meta
+    src = ItemStore(path)
+    if probe is None or src.dim != dim or probe[0] not in src:
+        print(f"note: not copying meta from {path} (different items or dimension)")
+        return meta
+    if not np.allclose(src.get_one(probe[0]), probe[1], atol=1e-3):
+        print(f"note: not copying meta from {path} (its vectors differ from the imported ones)")
+        return meta
+    m = src.meta
+    return StoreMeta(dim=dim, dtype=dtype, count=0, model=m.model, layer=m.layer, pooling=m.pooling,
+                     text_template_hash=m.text_template_hash, max_length=m.max_length, normalized=m.normalized,
+                     extra=dict(m.extra))
+
+
+def import_txt(files: list[str | Path], out: str | Path, dtype: str = "float32", overwrite: bool = False,
+               meta_from: str | Path | None = None) -> int:
+    """Import one or more ``ASIN\\x01v1,v2,...`` files (later duplicates of a key are an error)."""
+    seen: set[str] = set()
+    probe = None
+    with StoreWriter(out, dtype, overwrite=overwrite) as w:
+        for file in map(Path, files):
+            if not file.is_file():
+                raise DataError(file, "file not found")
+            keys: list[str] = []
+            rows: list[np.ndarray] = []
+            with open(file, encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    line = line.rstrip("\n")
+                    if not line:
+                        continue
+                    key, sep, values = line.partition("\x01")
+                    if not sep:
+                        raise DataError(file, f"line {lineno}: no \\x01 separator between item key and vector")
+                    try:
+                        vec = np.array(values.split(","), dtype=np.float64)
+                    except ValueError:
+                        raise DataError(file, f"line {lineno}: item {key!r} has a non-numeric value") from None
+                    if w.dim is None and not rows:
+                        w.dim = len(vec)
+                    if len(vec) != w.dim:
+                        raise DataError(file, f"line {lineno}: item {key!r} has {len(vec)} values, expected {w.dim}")
+                    if key in seen:
+                        raise DataError(file, f"line {lineno}: duplicate item {key!r}")
+                    seen.add(key)
+                    keys.append(key)
+                    rows.append(vec)
+                    if probe is None:
+                        probe = (key, vec.astype(np.float32))
+                    if len(keys) == _CHUNK:
+                        w.put_many(keys, np.stack(rows))
+                        keys, rows = [], []
+            if keys:
+                w.put_many(keys, np.stack(rows))
+        if not seen:
+            raise LearnError(f"no vectors found in {', '.join(map(str, files))}")
+        w.finalize(_meta_from(meta_from, w.dim, dtype, probe))
+    return len(seen)
+
+
+def import_lmdb(src: str | Path, out: str | Path, dtype: str = "float32", overwrite: bool = False) -> int:
+    """Import the authors' LMDB of pickled float64 arrays (checks ``num_samples``)."""
+    src = Path(src)
+    if not is_lmdb_dir(src):
+        raise DataError(src, "not an LMDB folder (no data.mdb)")
+    env = lmdb.open(str(src), readonly=True, lock=False, readahead=False, subdir=True)
+    n = 0
+    declared = None
+    try:
+        with env.begin() as txn, StoreWriter(out, dtype, overwrite=overwrite) as w:
+            keys: list[str] = []
+            rows: list[np.ndarray] = []
+            for k, v in txn.cursor():
+                if k == b"num_samples":
+                    declared = int(v.decode())
+                    continue
+                key = k.decode("utf-8")
+                try:
+                    arr = np.asarray(load_numpy_pickle(v), dtype=np.float64).reshape(-1)
+                except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+                    raise DataError(src, f"item {key!r}: value is not a pickled numpy array ({e})") from None
+                keys.append(key)
+                rows.append(arr)
+                if len(keys) == _CHUNK:
+                    w.put_many(keys, np.stack(rows))
+                    n += len(keys)
+                    keys, rows = [], []
+            if keys:
+                w.put_many(keys, np.stack(rows))
+                n += len(keys)
+            if n == 0:
+                raise DataError(src, "no item vectors in this LMDB")
+            if declared is not None and declared != n:
+                raise DataError(src, f"num_samples says {declared} items but the LMDB holds {n}")
+            w.finalize(StoreMeta(dim=w.dim or 0, dtype=dtype, count=n, model="unknown (imported original-LEARN LMDB)",
+                                 extra={"imported_from": str(src)}))
+    finally:
+        env.close()
+    return n
+
+
+def info(path: str | Path) -> dict:
+    path = Path(path)
+    if is_lmdb_dir(path):
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
+        try:
+            with env.begin() as txn:
+                ns = txn.get(b"num_samples")
+                has_meta = txn.get(b"__meta__") is not None
+        finally:
+            env.close()
+        if ns is not None and not has_meta:
+            return {"path": str(path), "format": "original-LEARN pickle LMDB", "num_samples": int(ns.decode())}
+    s = ItemStore(path)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return {"path": str(path), "format": "learn item store", "bytes": size, **json.loads(s.meta.to_json())}
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m learn store", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="print the store's meta as JSON").add_argument("store")
+    for name, what in (("export-txt", "the seed's {D}.txt"), ("export-pkl", "the seed's product2emb_{D}.pkl")):
+        q = sub.add_parser(name, help=f"write {what}")
+        q.add_argument("store")
+        q.add_argument("out")
+    q = sub.add_parser("import-txt", help="build a store from the seed's ASIN\\x01v1,v2,... files")
+    q.add_argument("files", nargs="+")
+    q.add_argument("--meta-from", default=None, help="copy model/layer/template meta from this store if it matches")
+    q2 = sub.add_parser("import-lmdb", help="build a store from the authors' pickle LMDB")
+    q2.add_argument("lmdb")
+    for q_ in (q, q2):
+        q_.add_argument("--out", required=True)
+        q_.add_argument("--store-dtype", default="float32", choices=sorted(DTYPES))
+        q_.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(argv)
+    if a.cmd == "info":
+        print(json.dumps(info(a.store), indent=2))
+    elif a.cmd == "export-txt":
+        print(f"wrote {export_txt(a.store, a.out)} items to {a.out}")
+    elif a.cmd == "export-pkl":
+        print(f"wrote {export_pkl(a.store, a.out)} items to {a.out}")
+    elif a.cmd == "import-txt":
+        n = import_txt(a.files, a.out, a.store_dtype, a.overwrite, a.meta_from)
+        print(f"wrote {n} items to {a.out}")
+    elif a.cmd == "import-lmdb":
+        print(f"wrote {import_lmdb(a.lmdb, a.out, a.store_dtype, a.overwrite)} items to {a.out}")
+    return 0

@@ -114,9 +114,22 @@ def load_train_state(folder: Path) -> dict[str, Any]:
     return torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
 
 
-def load_weights(model: torch.nn.Module, folder: str | Path, strict: bool = True) -> None:
-    """Load model.safetensors from a checkpoint/model folder (or a .safetensors file) into ``model``."""
-    path = Path(folder)
+def resolve_weights(path: str | Path) -> Path:
+    """A run folder -> its best/ weights (else its newest valid checkpoint); a weights folder or file -> itself."""
+    path = Path(path)
+    if path.suffix == ".safetensors" or (path / "model.safetensors").exists():
+        return path
+    if (path / "best" / "model.safetensors").exists():
+        return path / "best"
+    latest = latest_valid(path / "checkpoints")
+    if latest is not None:
+        return latest
+    raise LearnError(f"{path}: no model.safetensors, best/ or checkpoints/step-* found")
+
+
+def load_weights(model: torch.nn.Module, folder: str | Path, strict: bool = True) -> Path:
+    """Load model.safetensors from a run / checkpoint / model folder (or a .safetensors file) into ``model``."""
+    path = resolve_weights(folder)
     file = path if path.suffix == ".safetensors" else path / "model.safetensors"
     if not file.exists():
         raise LearnError(f"{file}: weights not found (expected a checkpoint folder with model.safetensors)")
@@ -128,7 +141,10 @@ def load_weights(model: torch.nn.Module, folder: str | Path, strict: bool = True
             raise LearnError(
                 f"{file}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
-        return
+        return path
     own = target.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise LearnError(f"{file}: no weight fits the model (different architecture?)")
     target.load_state_dict(usable, strict=False)
+    return path

@@ -77,21 +77,8 @@ def evaluate_split(model, data: EvalData, split: str, max_history: int = 40, bat
     return metrics
 
 
-def _resolve_weights(path: Path) -> Path:
-    """A run folder -> its best/ weights (else the newest checkpoint); a weights folder -> itself."""
-    from learn.checkpoint import latest_valid
-
-    if (path / "model.safetensors").exists():
-        return path
-    if (path / "best" / "model.safetensors").exists():
-        return path / "best"
-    latest = latest_valid(path / "checkpoints")
-    if latest is not None:
-        return latest
-    raise LearnError(f"{path}: no model.safetensors, best/ or checkpoints/step-* found")
-
-
 def main(argv: list[str]) -> int:
+    from learn.checkpoint import resolve_weights
     from learn.model import load_pretrained
 
     p = argparse.ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
@@ -114,7 +101,7 @@ def main(argv: list[str]) -> int:
     from learn.distributed import pick_device
 
     device = pick_device(args.device)
-    weights = _resolve_weights(Path(args.ckpt))
+    weights = resolve_weights(args.ckpt)
     model = load_pretrained(weights).to(device)
     data = load_eval_data(args.data, args.store)
     if data.store.dim != model.cfg.input_dim:

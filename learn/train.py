@@ -207,8 +207,8 @@ class Trainer:
             cfg.model.num_items = len(self.keys)
         self.model = LEARNModel(cfg.model).to(self.device)
         if t.init_from:
-            ckpt.load_weights(self.model, t.init_from, strict=False)
-            self.log(f"initialised weights from {t.init_from}")
+            src = ckpt.load_weights(self.model, t.init_from, strict=False)
+            self.log(f"initialised weights from {src}")
         self.objective = Objective(
             self.model, self.loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions
         )

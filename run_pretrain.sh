@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Pretrain LEARN: one process per GPU (1 on CPU) through torchrun. Extra key=value arguments go to the trainer.
+#   bash run_pretrain.sh                       NPROC=2 bash run_pretrain.sh train.epochs=1
+#   CONFIG=configs/demo_pretrain.yaml bash run_pretrain.sh
+#   multi-node: NNODES=2 NODE_RANK=0 RDZV_ENDPOINT=host:29500 bash run_pretrain.sh   (same on every node)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+source scripts/launch.sh
+launch pretrain "${CONFIG:-configs/pretrain_amazon.yaml}" "$@"

@@ -1,0 +1,17 @@
+# Shared by run_pretrain.sh / run_finetune.sh: pick the process count and call torchrun.
+#   NPROC     processes per node (default: number of GPUs, or 1 on CPU)
+#   NNODES, NODE_RANK, RDZV_ENDPOINT   multi-node rendezvous (c10d); default: --standalone on one node
+#   MAX_RESTARTS   torchrun --max-restarts (workers resume from the newest checkpoint automatically)
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+launch() {
+  local stage=$1 config=$2; shift 2
+  local nproc=${NPROC:-$("$PY" -c "import torch; print(max(1, torch.cuda.device_count()))")}
+  local rdzv=(--standalone)
+  if [ -n "${NNODES:-}" ] && [ "${NNODES}" != 1 ]; then
+    rdzv=(--nnodes "$NNODES" --node-rank "${NODE_RANK:-0}" --rdzv-backend c10d --rdzv-endpoint "${RDZV_ENDPOINT:?set RDZV_ENDPOINT=host:port}")
+  fi
+  echo "+ torchrun ${rdzv[*]} --nproc-per-node $nproc -m learn $stage --config $config $*" >&2
+  exec "$PY" -m torch.distributed.run "${rdzv[@]}" --nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-0}" \
+    -m learn "$stage" --config "$config" "$@"
+}

@@ -1,0 +1,184 @@
+"""The trainer end to end on a tiny learnable dataset: loss goes down, metrics.json, resume == uninterrupted,
+corrupted checkpoints are skipped, torchrun with 2 gloo processes through the launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from learn.checkpoint import list_steps, verify
+from learn.config import load_config
+from learn.errors import LearnError
+from learn.train import Trainer
+from tests.conftest import ROOT, TINY_MODEL, make_tiny_corpus, make_tiny_dataset
+
+
+def _finetune_args(tmp: Path, data: Path, store: Path, *extra: str) -> list[str]:
+    return [
+        *TINY_MODEL,
+        f"data.dataset={data}",
+        f"data.store={store}",
+        f"log.output_dir={tmp / 'runs'}",
+        "log.run_name=ft",
+        "log.wandb=false",
+        "log.progress=false",
+        "log.log_every=1",
+        "train.batch_size=8",
+        "train.lr=3e-3",
+        "train.epochs=3",
+        "train.eval_every=1",
+        "train.catalogue_chunk=7",
+        *extra,
+    ]
+
+
+def _run(args: list[str], stage: str = "finetune") -> dict:
+    cfg = load_config(None, [*args, f"train.stage={stage}"])
+    return Trainer(cfg).fit()
+
+
+def _losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    data, store = make_tiny_dataset(tmp_path)
+    return tmp_path, data, store
+
+
+def test_finetune_lowers_loss_and_writes_metrics(tiny):
+    tmp, data, store = tiny
+    result = _run(_finetune_args(tmp, data, store, "train.epochs=6"))
+    run = tmp / "runs" / "ft"
+    losses = _losses(run)
+    assert len(losses) >= 6
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["selected"] == "best validation"
+    assert 0.0 <= metrics["test"]["ndcg@10"] <= 1.0 and metrics["test"]["users"] == 40
+    assert result["test"] == metrics["test"]
+    assert (run / "config.yaml").exists() and (run / "best" / "model.safetensors").exists()
+    assert all(verify(run / "checkpoints" / f"step-{s:08d}") is None for s in list_steps(run / "checkpoints"))
+
+
+@pytest.mark.parametrize("extra", [["train.loss_positions=target", "train.mask_history=true"],
+                                   ["model.item_id_embedding=true", "model.position=learned"]])
+def test_finetune_variants_run(tiny, extra):
+    tmp, data, store = tiny
+    result = _run(_finetune_args(tmp, data, store, "train.epochs=1", *extra))
+    assert result["test"]["users"] == 40
+
+
+@pytest.mark.parametrize("loss", ["infonce", "dense"])
+def test_pretrain_then_finetune_from_it(tiny, loss):
+    tmp, data, store = tiny
+    corpus = make_tiny_corpus(tmp, data, store)
+    args = [*TINY_MODEL, f"data.pretrain_corpus={corpus}", f"data.store={store}", f"log.output_dir={tmp / 'runs'}",
+            "log.run_name=pt", "log.wandb=false", "log.progress=false", "train.batch_size=8", "train.epochs=2",
+            f"train.loss={loss}", "data.preload_store=false", "data.min_seq_len=3"]
+    _run(args, stage="pretrain")
+    assert list_steps(tmp / "runs" / "pt" / "checkpoints")
+    result = _run(_finetune_args(tmp, data, store, "train.epochs=1", f"train.init_from={tmp / 'runs' / 'pt'}"))
+    assert result["test"]["users"] == 40
+
+
+_KILLER = """
+import os, signal, sys
+from learn import train
+orig = train.Trainer.save
+calls = {"n": 0}
+def save(self, *a, **k):
+    orig(self, *a, **k)
+    calls["n"] += 1
+    if calls["n"] == int(os.environ["KILL_AFTER_SAVES"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+train.Trainer.save = save
+sys.exit(train.main_finetune(sys.argv[1:]))
+"""
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tiny):
+    tmp, data, store = tiny
+    common = ["train.epochs=3", "ckpt.save_every_steps=2", "ckpt.keep_last_n=10", "train.eval_every=1"]
+    _run(_finetune_args(tmp, data, store, *common, "log.run_name=straight"))
+    args = _finetune_args(tmp, data, store, *common, "log.run_name=killed")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KILL_AFTER_SAVES="3")
+    proc = subprocess.run([sys.executable, "-c", _KILLER, *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    killed_steps = list_steps(tmp / "runs" / "killed" / "checkpoints")
+    straight_steps = list_steps(tmp / "runs" / "straight" / "checkpoints")
+    assert 0 < len(killed_steps) < len(straight_steps)
+    _run(args)  # resume: auto
+    final = f"step-{straight_steps[-1]:08d}/model.safetensors"
+    a = load_file(str(tmp / "runs" / "straight" / "checkpoints" / final))
+    b = load_file(str(tmp / "runs" / "killed" / "checkpoints" / final))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    ma = json.loads((tmp / "runs" / "straight" / "metrics.json").read_text())
+    mb = json.loads((tmp / "runs" / "killed" / "metrics.json").read_text())
+    assert ma["test"] == mb["test"]
+
+
+def test_corrupted_and_half_written_checkpoints_are_skipped(tiny, capsys):
+    tmp, data, store = tiny
+    args = _finetune_args(tmp, data, store, "train.epochs=2", "ckpt.keep_last_n=5")
+    _run(args)
+    root = tmp / "runs" / "ft" / "checkpoints"
+    steps = list_steps(root)
+    assert len(steps) == 2
+    newest = root / f"step-{steps[-1]:08d}"
+    with open(newest / "model.safetensors", "r+b") as f:
+        f.truncate(100)
+    (root / ".step-00009999.tmp-abc").mkdir()  # a half-written folder from a crash
+    assert verify(newest) is not None
+    trainer = Trainer(load_config(None, [*args, "train.epochs=3", "train.stage=finetune"]))
+    epoch, _ = trainer._resume()
+    assert trainer.step == steps[0] and epoch == 1
+
+
+def test_config_errors():
+    with pytest.raises(LearnError, match="unknown key 'train.lrr'"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(LearnError, match="expected a number"):
+        load_config(None, ["train.epochs=abc"])
+    cfg = load_config(None, ["train.lr=1e-4", "train.betas=[0.9, 0.999]", "model.position=learned"])
+    assert cfg.train.lr == 1e-4 and cfg.train.betas == [0.9, 0.999] and cfg.model.position == "learned"
+
+
+def test_finetune_cli_bad_input_exits_2(tmp_path):
+    from tests.conftest import run_cli
+
+    proc = run_cli("finetune", f"data.dataset={tmp_path / 'nope'}", f"data.store={tmp_path / 'nostore'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_torchrun_two_gloo_processes_through_launchers(tiny):
+    tmp, data, store = tiny
+    # run_finetune.sh expects DATA_ROOT/<dataset> and DATA_ROOT/<dataset>_baichuan_lmdb
+    (tmp / "tiny_store").rename(tmp / "tiny_baichuan_lmdb")
+    corpus = make_tiny_corpus(tmp, data, tmp / "tiny_baichuan_lmdb")
+    env = dict(os.environ, NPROC="2", PYTHON=sys.executable, DATA_ROOT=str(tmp), WANDB_MODE="disabled",
+               OMP_NUM_THREADS="1")
+    common = [*TINY_MODEL, f"log.output_dir={tmp / 'runs'}", "log.progress=false", "train.batch_size=8",
+              "train.epochs=1", "model.input_dim=16"]
+    pre = subprocess.run(["bash", str(ROOT / "run_pretrain.sh"), *common, f"data.pretrain_corpus={corpus}",
+                          f"data.pretrain_store={tmp / 'tiny_baichuan_lmdb'}", "data.dataset=", "data.store=",
+                          "data.min_seq_len=3", "log.run_name=pt2"],
+                         env=env, capture_output=True, text=True, cwd=ROOT)
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    ft = subprocess.run(["bash", str(ROOT / "run_finetune.sh"), "tiny", *common,
+                         f"train.init_from={tmp / 'runs' / 'pt2'}"],
+                        env=env, capture_output=True, text=True, cwd=ROOT)
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    metrics = json.loads((tmp / "runs" / "finetune-tiny" / "metrics.json").read_text())
+    assert metrics["test"]["users"] == 40

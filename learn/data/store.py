@@ -96,7 +96,29 @@ def _open_read(path: Path, lock: bool = False) -> lmdb.Environment:
 _ENVS: dict[tuple[int, int, int], lmdb.Environment] = {}
 
 
-def _shared_env(path: Path) -> lmdb.Environment:
+def _close_inherited_envs() -> None:
+    """In a forked child: close the parent's environments (never use them across fork) so they can be reopened."""
+    for key in [k for k in _ENVS if k[0] != os.getpid()]:
+        try:
+            _ENVS.pop(key).close()
+        except lmdb.Error:
+            pass
+
+
+os.register_at_fork(after_in_child=_close_inherited_envs)
+
+
+def _release(path: Path) -> None:
+    """Close this process's shared environment of ``path`` (so a writer may open it)."""
+    st = os.stat(path / "data.mdb")
+    env = _ENVS.pop((os.getpid(), st.st_dev, st.st_ino), None)
+    if env is not None:
+        env.close()
+
+
+def shared_env(path: str | Path) -> lmdb.Environment:
+    """This process's read-only environment of the LMDB folder ``path`` (opened once, shared by all readers)."""
+    path = Path(path)
     st = os.stat(path / "data.mdb")
     key = (os.getpid(), st.st_dev, st.st_ino)
     env = _ENVS.get(key)
@@ -121,6 +143,17 @@ class ItemStore:
             raw = txn.get(META_KEY)
             legacy = raw is None and txn.get(b"num_samples") is not None
         entries = env.stat()["entries"]
+        try:
+            self._validate(raw, legacy, entries)
+        except LearnError:
+            self._env = None
+            _release(self.path)
+            raise
+        self.dim = int(self.meta.dim)
+        self._np_dtype = DTYPES[self.meta.dtype]
+        self._row_bytes = self.dim * self._np_dtype.itemsize
+
+    def _validate(self, raw: bytes | None, legacy: bool, entries: int) -> None:
         if raw is None:
             if legacy:
                 raise LearnError(f"{self.path} is an original-LEARN pickle LMDB; convert it with: "
@@ -136,14 +169,11 @@ class ItemStore:
         if entries - 1 != self.meta.count:
             raise LearnError(f"item store {self.path} is incomplete or corrupt: __meta__ says {self.meta.count} "
                              f"items but it holds {entries - 1}")
-        self.dim = int(self.meta.dim)
-        self._np_dtype = DTYPES[self.meta.dtype]
-        self._row_bytes = self.dim * self._np_dtype.itemsize
 
     # -- lazy per-process environment -------------------------------------------------------------------------
     def _get_env(self) -> lmdb.Environment:
         if self._env is None or self._pid != os.getpid():
-            self._env = _shared_env(self.path)
+            self._env = shared_env(self.path)
             self._pid = os.getpid()
         return self._env
 

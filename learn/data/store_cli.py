@@ -22,10 +22,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import lmdb
 import numpy as np
 
-from learn.data.store import DTYPES, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir
+from learn.data.store import DTYPES, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir, shared_env
 from learn.errors import DataError, LearnError
 
 _CHUNK = 2048
@@ -171,52 +170,45 @@ def import_lmdb(src: str | Path, out: str | Path, dtype: str = "float32", overwr
     src = Path(src)
     if not is_lmdb_dir(src):
         raise DataError(src, "not an LMDB folder (no data.mdb)")
-    env = lmdb.open(str(src), readonly=True, lock=False, readahead=False, subdir=True)
+    env = shared_env(src)
     n = 0
     declared = None
-    try:
-        with env.begin() as txn, StoreWriter(out, dtype, overwrite=overwrite) as w:
-            keys: list[str] = []
-            rows: list[np.ndarray] = []
-            for k, v in txn.cursor():
-                if k == b"num_samples":
-                    declared = int(v.decode())
-                    continue
-                key = k.decode("utf-8")
-                try:
-                    arr = np.asarray(load_numpy_pickle(v), dtype=np.float64).reshape(-1)
-                except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-                    raise DataError(src, f"item {key!r}: value is not a pickled numpy array ({e})") from None
-                keys.append(key)
-                rows.append(arr)
-                if len(keys) == _CHUNK:
-                    w.put_many(keys, np.stack(rows))
-                    n += len(keys)
-                    keys, rows = [], []
-            if keys:
+    with env.begin() as txn, StoreWriter(out, dtype, overwrite=overwrite) as w:
+        keys: list[str] = []
+        rows: list[np.ndarray] = []
+        for k, v in txn.cursor():
+            if k == b"num_samples":
+                declared = int(v.decode())
+                continue
+            key = k.decode("utf-8")
+            try:
+                arr = np.asarray(load_numpy_pickle(v), dtype=np.float64).reshape(-1)
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+                raise DataError(src, f"item {key!r}: value is not a pickled numpy array ({e})") from None
+            keys.append(key)
+            rows.append(arr)
+            if len(keys) == _CHUNK:
                 w.put_many(keys, np.stack(rows))
                 n += len(keys)
-            if n == 0:
-                raise DataError(src, "no item vectors in this LMDB")
-            if declared is not None and declared != n:
-                raise DataError(src, f"num_samples says {declared} items but the LMDB holds {n}")
-            w.finalize(StoreMeta(dim=w.dim or 0, dtype=dtype, count=n, model="unknown (imported original-LEARN LMDB)",
-                                 extra={"imported_from": str(src)}))
-    finally:
-        env.close()
+                keys, rows = [], []
+        if keys:
+            w.put_many(keys, np.stack(rows))
+            n += len(keys)
+        if n == 0:
+            raise DataError(src, "no item vectors in this LMDB")
+        if declared is not None and declared != n:
+            raise DataError(src, f"num_samples says {declared} items but the LMDB holds {n}")
+        w.finalize(StoreMeta(dim=w.dim or 0, dtype=dtype, count=n, model="unknown (imported original-LEARN LMDB)",
+                             extra={"imported_from": str(src)}))
     return n
 
 
 def info(path: str | Path) -> dict:
     path = Path(path)
     if is_lmdb_dir(path):
-        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
-        try:
-            with env.begin() as txn:
-                ns = txn.get(b"num_samples")
-                has_meta = txn.get(b"__meta__") is not None
-        finally:
-            env.close()
+        with shared_env(path).begin() as txn:
+            ns = txn.get(b"num_samples")
+            has_meta = txn.get(b"__meta__") is not None
         if ns is not None and not has_meta:
             return {"path": str(path), "format": "original-LEARN pickle LMDB", "num_samples": int(ns.decode())}
     s = ItemStore(path)

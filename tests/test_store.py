@@ -1,0 +1,202 @@
+"""The LMDB item store: round trips, refusals of incomplete/corrupt stores, seed-format exports and imports."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import lmdb
+import numpy as np
+import pytest
+
+from learn.data.store import META_KEY, ItemStore, StoreMeta, StoreWriter, write_store
+from learn.data.store_cli import export_pkl, export_txt, import_lmdb, import_txt, load_numpy_pickle
+from learn.errors import LearnError
+from tests.conftest import run_cli
+
+
+def _vectors(n: int = 20, dim: int = 8, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return [f"B{i:04d}" for i in range(n)], x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _meta(**kw) -> StoreMeta:
+    return StoreMeta(dim=0, dtype="float32", count=0, model="tiny", **kw)
+
+
+@pytest.mark.parametrize("dtype,atol", [("float32", 0.0), ("float16", 1e-3)])
+def test_round_trip(tmp_path, dtype, atol):
+    keys, x = _vectors()
+    write_store(tmp_path / "s", keys, x, _meta(text_template_hash="abc"), dtype=dtype)
+    s = ItemStore(tmp_path / "s")
+    assert len(s) == 20 and s.dim == 8 and s.meta.dtype == dtype and s.meta.model == "tiny"
+    assert s.meta.text_template_hash == "abc" and s.meta.created
+    assert s.keys() == keys and "B0003" in s and "nope" not in s and "__meta__" not in s
+    got = s.get(["B0005", "B0001", "B0005"])
+    assert got.dtype == np.float32 and got.shape == (3, 8)
+    np.testing.assert_allclose(got, x[[5, 1, 5]], atol=atol, rtol=0)
+    np.testing.assert_allclose(s.get_one("B0002"), x[2], atol=atol, rtol=0)
+    k2, arr = s.to_array()
+    assert k2 == keys and arr.shape == (20, 8)
+    assert s.get([]).shape == (0, 8)
+    raw_bytes = (tmp_path / "s" / "data.mdb").stat().st_size
+    assert raw_bytes > 0
+
+
+def test_missing_keys_and_check(tmp_path):
+    keys, x = _vectors()
+    write_store(tmp_path / "s", keys, x, _meta())
+    s = ItemStore(tmp_path / "s")
+    with pytest.raises(LearnError, match=r"2 of 3 requested items are missing .*'X1'"):
+        s.get(["B0001", "X1", "X2"])
+    s.check(dim=8, model="tiny")
+    with pytest.raises(LearnError, match="8-d vectors .* 4096-d were expected"):
+        s.check(dim=4096)
+    with pytest.raises(LearnError, match="built with model 'tiny'"):
+        s.check(model="baichuan")
+
+
+def test_picklable_and_dataloader_workers(tmp_path):
+    import torch
+
+    keys, x = _vectors()
+    write_store(tmp_path / "s", keys, x, _meta())
+    s = ItemStore(tmp_path / "s")
+    s.get(keys[:2])  # opened in the parent
+    clone = pickle.loads(pickle.dumps(s))
+    assert clone._env is None
+    np.testing.assert_array_equal(clone.get(keys), x)
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return s.get([keys[i]])[0]
+
+    ctx = "fork" if "fork" in torch.multiprocessing.get_all_start_methods() else None
+    loader = torch.utils.data.DataLoader(DS(), batch_size=5, num_workers=2, multiprocessing_context=ctx)
+    np.testing.assert_array_equal(torch.cat(list(loader)).numpy(), x)
+
+
+def test_refuses_incomplete_and_corrupt_stores(tmp_path):
+    keys, x = _vectors()
+    with StoreWriter(tmp_path / "s", work_dir=tmp_path / "work") as w:  # persistent work folder, never finalized
+        w.put_many(keys, x)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(LearnError, match="incomplete .*no __meta__"):
+        ItemStore(tmp_path / "work")
+    write_store(tmp_path / "ok", keys, x, _meta())
+    env = lmdb.open(str(tmp_path / "ok"), subdir=True)
+    with env.begin(write=True) as txn:
+        txn.delete(b"B0003")
+    env.close()
+    with pytest.raises(LearnError, match="says 20 items but it holds 19"):
+        ItemStore(tmp_path / "ok")
+    write_store(tmp_path / "t", keys, x, _meta())
+    env = lmdb.open(str(tmp_path / "t"), subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(b"B0004", b"\x00" * 6)  # truncated value
+    env.close()
+    with pytest.raises(LearnError, match="wrong size"):
+        ItemStore(tmp_path / "t").get(keys)
+    with pytest.raises(LearnError, match="not found"):
+        ItemStore(tmp_path / "nope")
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    keys, x = _vectors()
+    x[3, 0] = np.nan
+    with pytest.raises(LearnError, match="non-finite"):
+        write_store(tmp_path / "s", keys, x, _meta())
+    with pytest.raises(LearnError, match="reserved"):
+        write_store(tmp_path / "s", ["__meta__"], x[:1], _meta())
+    assert list(tmp_path.iterdir()) == []
+    write_store(tmp_path / "s", keys[:2], x[:2], _meta())
+    with pytest.raises(LearnError, match="already exists"):
+        write_store(tmp_path / "s", keys[:2], x[:2], _meta())
+    write_store(tmp_path / "s", keys[:3], x[:3], _meta(), overwrite=True)
+    assert len(ItemStore(tmp_path / "s")) == 3 and [p.name for p in tmp_path.iterdir()] == ["s"]
+
+
+def test_txt_and_pkl_exports_round_trip(tmp_path):
+    keys, x = _vectors()
+    write_store(tmp_path / "s", keys, x, _meta(layer=-1))
+    assert export_txt(tmp_path / "s", tmp_path / "emb" / "Scientific.txt") == 20
+    lines = (tmp_path / "emb" / "Scientific.txt").read_text().splitlines()
+    key, vec = lines[0].split("\x01")
+    assert key == "B0000" and len(vec.split(",")) == 8
+    assert import_txt([tmp_path / "emb" / "Scientific.txt"], tmp_path / "back", meta_from=tmp_path / "s") == 20
+    back = ItemStore(tmp_path / "back")
+    np.testing.assert_array_equal(back.get(keys), x)  # %.9g round-trips float32 exactly
+    assert back.meta.model == "tiny"  # meta copied: the vectors agree
+    assert export_pkl(tmp_path / "s", tmp_path / "product2emb_Scientific.pkl") == 20
+    with open(tmp_path / "product2emb_Scientific.pkl", "rb") as f:
+        table = pickle.load(f)
+    assert table["B0007"].dtype == np.float32
+    np.testing.assert_array_equal(table["B0007"], x[7])
+
+
+def test_import_authors_txt_parts_and_bad_lines(tmp_path):
+    keys, x = _vectors(6, 4)
+    for part, rows in enumerate((range(0, 3), range(3, 6))):
+        (tmp_path / f"part_{part}.txt").write_text(
+            "".join(f"{keys[i]}\x01{','.join(str(float(v)) for v in x[i])}\n" for i in rows))
+    assert import_txt([tmp_path / "part_0.txt", tmp_path / "part_1.txt"], tmp_path / "s") == 6
+    np.testing.assert_allclose(ItemStore(tmp_path / "s").get(keys), x, atol=1e-7)
+    (tmp_path / "bad.txt").write_text("A\x011,2,3,4\nB\x011,2,3\n")
+    with pytest.raises(LearnError, match="line 2: item 'B' has 3 values, expected 4"):
+        import_txt([tmp_path / "bad.txt"], tmp_path / "s2")
+    assert not (tmp_path / "s2").exists()
+
+
+def _authors_lmdb(path, keys, x, num_samples=None):
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for k, v in zip(keys, x):
+            txn.put(k.encode(), pickle.dumps(v.astype(np.float64)))
+        txn.put(b"num_samples", str(len(keys) if num_samples is None else num_samples).encode())
+    env.close()
+
+
+def test_import_authors_lmdb(tmp_path):
+    keys, x = _vectors(10, 6)
+    _authors_lmdb(tmp_path / "Scientific_baichuan_lmdb", keys, x)
+    with pytest.raises(LearnError, match="original-LEARN pickle LMDB"):
+        ItemStore(tmp_path / "Scientific_baichuan_lmdb")
+    assert import_lmdb(tmp_path / "Scientific_baichuan_lmdb", tmp_path / "s", dtype="float16") == 10
+    s = ItemStore(tmp_path / "s")
+    assert s.meta.dtype == "float16" and len(s) == 10
+    np.testing.assert_allclose(s.get(keys), x, atol=1e-3)
+    _authors_lmdb(tmp_path / "bad_count", keys, x, num_samples=11)
+    with pytest.raises(LearnError, match="num_samples says 11"):
+        import_lmdb(tmp_path / "bad_count", tmp_path / "s2")
+    assert not (tmp_path / "s2").exists()
+
+
+def test_numpy_only_unpickler_refuses_code():
+    arr = np.arange(5, dtype=np.float64)
+    np.testing.assert_array_equal(load_numpy_pickle(pickle.dumps(arr)), arr)
+    np.testing.assert_array_equal(load_numpy_pickle(pickle.dumps(arr, protocol=5)), arr)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        load_numpy_pickle(pickle.dumps(Evil()))
+
+
+def test_store_cli(tmp_path):
+    keys, x = _vectors()
+    write_store(tmp_path / "s", keys, x, _meta())
+    r = run_cli("store", "info", str(tmp_path / "s"))
+    assert r.returncode == 0 and '"dim": 8' in r.stdout and '"count": 20' in r.stdout
+    r = run_cli("store", "export-txt", str(tmp_path / "s"), str(tmp_path / "a.txt"))
+    assert r.returncode == 0 and (tmp_path / "a.txt").exists()
+    with lmdb.open(str(tmp_path / "s"), subdir=True) as env, env.begin(write=True) as txn:
+        txn.delete(META_KEY)
+    r = run_cli("store", "export-pkl", str(tmp_path / "s"), str(tmp_path / "a.pkl"))
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "incomplete" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "a.pkl").exists()

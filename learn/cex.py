@@ -454,3 +454,51 @@ def main(argv: list[str]) -> int:
                   dtype=a.dtype, device=a.device, trust_remote_code=a.trust_remote_code, store_dtype=a.store_dtype,
                   overwrite=a.overwrite)
     return 0
+
+
+# ------------------------------------------------------------------------------------- the seed's step-4 scripts
+def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str | None = None) -> int:
+    """``preprocess/amazon_2018/extract_baichuan_emb_{pretrain,ft}.py``: embed, then export the seed's ``.txt``."""
+    from learn.data.prepare import seed_finetune_folders
+    from learn.data.store_cli import export_txt
+
+    p = argparse.ArgumentParser(description=(description or "").split("\n\n")[0])
+    p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds pretrain_data/, finetune_data/")
+    if not pretrain:
+        p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
+    p.add_argument("--llm", default=None, help=f"model folder or hub name (default: offline {DEFAULT_MODEL_NAME}; "
+                   f"the paper: --llm {PAPER_MODEL} --trust-remote-code)")
+    for flag, kw in (("--layer", {"type": int, "default": -1}), ("--max-length", {"type": int, "default": 500}),
+                     ("--batch-size", {"type": int, "default": 32}),
+                     ("--dtype", {"default": "auto", "choices": ["auto", "fp32", "bf16", "fp16"]}),
+                     ("--device", {"default": "auto", "choices": ["auto", "cpu", "cuda"]}),
+                     ("--store-dtype", {"default": "float32", "choices": sorted(DTYPES)})):
+        p.add_argument(flag, **kw)
+    p.add_argument("--trust-remote-code", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        rank0 = int(os.environ.get("RANK", 0)) == 0
+        if a.llm is None and rank0:
+            print(f"note: using the offline default model {DEFAULT_MODEL_NAME}; the paper used {PAPER_MODEL} "
+                  f"(--llm {PAPER_MODEL} --trust-remote-code)")
+        root = a.data_root
+        if pretrain:
+            jobs = [("pretrain", root / "pretrain_data")]
+            if not jobs[0][1].is_dir():
+                raise DataError(jobs[0][1], "folder not found (expected the seed layout DATA_ROOT/pretrain_data/)")
+        else:
+            jobs = [(f.name, f) for f in seed_finetune_folders(root, a.datasets)]
+            if not jobs:
+                raise DataError(root / "finetune_data", "no dataset folder with a smap.json")
+        for name, folder in jobs:
+            store = root / "item_embeddings" / "cex_stores" / name
+            embed_dataset(folder, store, llm=a.llm, layer=a.layer, max_length=a.max_length, batch_size=a.batch_size,
+                          dtype=a.dtype, device=a.device, trust_remote_code=a.trust_remote_code,
+                          store_dtype=a.store_dtype, overwrite=True)
+            if rank0:
+                txt = root / "item_embeddings" / f"{name}.txt"
+                print(f"wrote {export_txt(store, txt)} items to {txt}")
+    except LearnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0

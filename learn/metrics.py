@@ -1,0 +1,308 @@
+"""Full-catalogue ranking metrics (spec section 4): ranks, NDCG/Recall@k, MRR, cold-start mask, results table.
+
+Everything here is a pure function of tensors so the trainer, ``learn eval`` and the text baseline share one
+definition. ``rank`` is 0-based: the number of items scoring *strictly* higher than the target, so ties favour the
+target, exactly as the authors' ``Ranker`` (RecFormer ``utils.py``, LEARN ``tools/metric_tools.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+# fp32 score elements materialised at once (users x items of one block): 2**22 floats = 16 MiB on CPU (cache-sized,
+# reused buffers), 16x that on accelerators.
+_MAX_CHUNK_ELEMS = 1 << 22
+_USER_BLOCK = 1024
+_MIN_ITEM_CHUNK = 1024
+# users per small GEMM when scoring each user against its own target (see _target_scores)
+_TARGET_GROUP = 32
+
+# Published numbers (NDCG@10 / Recall@10) to print beside ours. Only the datasets and splits named in the sources.
+PUBLISHED: dict[str, dict] = {
+    **{
+        name: {
+            "split": "RecFormer finetune data (Amazon 2018), leave-one-out, full ranking",
+            "source": "LEARN README results table, github.com/adxcreative/LEARN @ 2fc1404 (LEARN_SPEC.md section 4)",
+            "models": {
+                "LEARN": {"ndcg@10": learn[0], "recall@10": learn[1]},
+                "RecFormer": {"ndcg@10": recformer[0], "recall@10": recformer[1]},
+            },
+        }
+        for name, learn, recformer in [
+            ("Scientific", (0.1060, 0.1594), (0.1027, 0.1448)),
+            ("Instruments", (0.0878, 0.1240), (0.0830, 0.1052)),
+            ("Arts", (0.1225, 0.1701), (0.1252, 0.1614)),
+            ("Office", (0.1167, 0.1549), (0.1141, 0.1403)),
+            ("Games", (0.0798, 0.1345), (0.0684, 0.1039)),
+            ("Pet", (0.0990, 0.1284), (0.0972, 0.1162)),
+        ]
+    },
+    "Scientific/UniSRec": {
+        "split": "UniSRec downstream Scientific (Amazon 2018), leave-one-out, full ranking",
+        "source": "as quoted in docs/BASELINES.md (UniSRec KDD'22, VQ-Rec WWW'23, MISSRec MM'23 tables)",
+        "models": {
+            "SASRec": {"ndcg@10": 0.0553, "recall@10": 0.1080},
+            "UniSRec": {"ndcg@10": 0.0641, "recall@10": 0.1188},
+            "VQ-Rec": {"ndcg@10": 0.0643, "recall@10": 0.1211},
+            "MISSRec": {"ndcg@10": 0.0753, "recall@10": 0.1360},
+        },
+    },
+}
+
+
+def _target_scores(users: Tensor, targets_vec: Tensor) -> Tensor:
+    """Score of each user against its own target, with small GEMMs (the same kind of kernel as the catalogue GEMM).
+
+    Both the chunked catalogue scores and these are fp32 dot products; they may differ in the last bits when the
+    BLAS picks another summation order (e.g. GEMV for a single user). That can only matter for items tying with the
+    target; exact ties (identical item vectors) are handled by :func:`duplicate_items`, and the target's own column
+    is masked, so rounding never moves a rank.
+    """
+    u, d = users.shape
+    g = min(_TARGET_GROUP, max(u, 1))
+    pad = (-u) % g
+    if pad:
+        users = torch.cat([users, users.new_zeros(pad, d)])
+        targets_vec = torch.cat([targets_vec, targets_vec.new_zeros(pad, d)])
+    a = users.view(-1, g, d)
+    b = targets_vec.view(-1, g, d).transpose(1, 2)
+    return torch.bmm(a, b).diagonal(dim1=1, dim2=2).reshape(-1)[:u]
+
+
+@torch.no_grad()
+def duplicate_items(items: Tensor, chunk: int = 4096) -> Tensor:
+    """Group id per item: ``-1`` if no other item has the same vector, else the smallest index of its group.
+
+    Each row is hashed exactly: its fp32 bit patterns, read as integers (< 2**31), times small random integers,
+    summed in a float64 GEMM whose every partial sum stays below 2**53, so the hash is exact and does not depend on
+    the BLAS summation order. Hash-equal rows are then compared value by value.
+    """
+    n, d = items.shape
+    group = torch.full((n,), -1, dtype=torch.long, device=items.device)
+    if n < 2:
+        return group
+    mult_bits = max(1, 53 - 31 - max(1, d - 1).bit_length())
+    gen = torch.Generator().manual_seed(0)
+    mult = torch.randint(1, 1 << mult_bits, (d, 2), generator=gen).double().to(items.device)
+    h = torch.empty(n, 2, dtype=torch.float64, device=items.device)
+    for s in range(0, n, chunk):
+        bits = (items[s : s + chunk].float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
+        torch.matmul(bits.double(), mult, out=h[s : s + chunk])
+    h = h[:, 0] * float(1 << mult_bits) + h[:, 1]  # combine the two columns (any collision is verified below)
+    hs, order = torch.sort(h, stable=True)
+    same = hs[1:] == hs[:-1]
+    if not bool(same.any()):
+        return group
+    # run_start[p] = first sorted position of p's run of equal hashes
+    pos = torch.arange(n, device=items.device)
+    starts = torch.ones(n, dtype=torch.bool, device=items.device)
+    starts[1:] = ~same
+    run_start = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), 0).values
+    in_run = ~starts
+    in_run[:-1] |= same  # positions whose run has at least two members
+    p = pos[in_run]
+    first = order[run_start[p]]
+    equal = (items[order[p]].float() == items[first].float()).all(1)
+    members, heads = order[p][equal], first[equal]
+    # a group is named by its smallest index; a run's first sorted element is its smallest (stable sort)
+    has_dup = torch.zeros(n, dtype=torch.bool, device=items.device)
+    has_dup[heads[members != heads]] = True
+    keep = has_dup[heads]
+    group[members[keep]] = heads[keep]
+    return group
+
+
+def _mask_pairs(targets: Tensor, history: Tensor | None, group: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows, cols) of the scores to drop for a block of users, sorted by column.
+
+    Always the target itself; with ``history``, the user's history items other than the target; and every other
+    item whose vector equals the target's (an exact tie, which the strict comparison does not count).
+    """
+    rows = [torch.arange(len(targets), device=targets.device)]
+    cols = [targets]
+    if history is not None:
+        r, c = ((history >= 0) & (history != targets[:, None])).nonzero(as_tuple=True)
+        rows.append(r)
+        cols.append(history[r, c])
+    g = group[targets.to(group.device)].to(targets.device)
+    dup_users = (g >= 0).nonzero().squeeze(1)
+    if len(dup_users):
+        gid, idx = torch.sort(group.to(targets.device))
+        lo = torch.searchsorted(gid, g[dup_users])
+        cnt = torch.searchsorted(gid, g[dup_users], right=True) - lo
+        rows.append(torch.repeat_interleave(dup_users, cnt))
+        offset = torch.arange(int(cnt.sum()), device=targets.device) - torch.repeat_interleave(cnt.cumsum(0) - cnt, cnt)
+        cols.append(idx[torch.repeat_interleave(lo, cnt) + offset])
+    rows_t, cols_t = torch.cat(rows), torch.cat(cols)
+    cols_t, order = torch.sort(cols_t, stable=True)
+    return rows_t[order], cols_t
+
+
+@torch.no_grad()
+def full_ranks(
+    users: Tensor, items: Tensor, targets: Tensor, history: Tensor | None = None, chunk_size: int = 65536
+) -> Tensor:
+    """0-based rank of each user's target among all items: ``#{items with score > target score}``.
+
+    users ``[U, d]``, items ``[N, d]``, targets ``[U]`` item indices; score = ``users @ items.T`` in fp32 on the users'
+    device. Items are processed in chunks of at most ``chunk_size`` and users in blocks, so only a few MiB of scores
+    exist at once (about 16 MiB on CPU) whatever the catalogue size. Items with exactly the target's vector tie with
+    it and are not counted (see :func:`duplicate_items`). ``history`` ``[U, H]`` (``-1`` = padding) removes the
+    user's history items from the competition; the target itself is never masked. Returns ``[U]`` long.
+    """
+    if users.dim() != 2 or items.dim() != 2 or users.shape[1] != items.shape[1]:
+        raise ValueError(f"users {tuple(users.shape)} and items {tuple(items.shape)} must be [U, d] and [N, d]")
+    n_users, n_items = users.shape[0], items.shape[0]
+    if targets.shape != (n_users,):
+        raise ValueError(f"targets must have shape [{n_users}], got {tuple(targets.shape)}")
+    device = users.device
+    users = users.float()
+    targets = targets.to(device=device, dtype=torch.long)
+    if n_users and (targets.min() < 0 or targets.max() >= n_items):
+        raise ValueError(f"target index out of range [0, {n_items})")
+    if history is not None:
+        history = history.to(device=device, dtype=torch.long)
+        if history.shape[0] != n_users:
+            raise ValueError(f"history has {history.shape[0]} rows for {n_users} users")
+    ranks = torch.zeros(n_users, dtype=torch.long, device=device)
+    if n_users == 0:
+        return ranks
+    group = duplicate_items(items)
+    # blocks of up to _USER_BLOCK users x item chunks of about max_elems / users, evenly split, <= chunk_size
+    max_elems = _MAX_CHUNK_ELEMS if device.type == "cpu" else _MAX_CHUNK_ELEMS * 16
+    user_block = min(n_users, _USER_BLOCK)
+    cap = max(1, min(chunk_size, n_items, max(_MIN_ITEM_CHUNK, max_elems // user_block)))
+    chunk_size = -(-n_items // -(-n_items // cap))
+    # preallocated buffers: fresh multi-MiB tensors per block cost page faults that rival the GEMM itself
+    score_buf = torch.empty(user_block * chunk_size, device=device)
+    gt_buf = torch.empty(score_buf.numel(), dtype=torch.bool, device=device)
+    for u0 in range(0, n_users, user_block):
+        u1 = min(n_users, u0 + user_block)
+        ub, tb = users[u0:u1], targets[u0:u1]
+        t_score = _target_scores(ub, items[tb.to(items.device)].to(device=device, dtype=torch.float32))[:, None]
+        mask_rows, mask_cols = _mask_pairs(tb, None if history is None else history[u0:u1], group)
+        for i0 in range(0, n_items, chunk_size):
+            i1 = min(n_items, i0 + chunk_size)
+            scores = score_buf[: (u1 - u0) * (i1 - i0)].view(u1 - u0, i1 - i0)
+            torch.matmul(ub, items[i0:i1].to(device=device, dtype=torch.float32).T, out=scores)
+            lo, hi = torch.searchsorted(mask_cols, torch.tensor([i0, i1], device=device)).tolist()
+            scores[mask_rows[lo:hi], mask_cols[lo:hi] - i0] = -math.inf
+            higher = gt_buf[: scores.numel()].view(scores.shape)
+            torch.gt(scores, t_score, out=higher)
+            ranks[u0:u1] += higher.sum(1, dtype=torch.int32)
+    return ranks
+
+
+def metrics_from_ranks(
+    ranks: Tensor, ks: Sequence[int] = (10, 50), average: str = "user", batch_size: int = 64
+) -> dict[str, float]:
+    """NDCG@k, Recall@k (= HR@k) and MRR from 0-based ranks, plus ``count`` (number of users).
+
+    ``average="user"``: plain mean over users. ``average="batch"``: the authors' mean of per-batch means over
+    consecutive batches of ``batch_size`` users (``AverageMeter.update(v)`` with n=1), which over-weights the last
+    partial batch; LEARN evaluates 64 users per batch, RecFormer 16.
+    """
+    if average not in ("user", "batch"):
+        raise ValueError(f"average must be 'user' or 'batch', got {average!r}")
+    r = ranks.detach().to("cpu", torch.float64).reshape(-1)
+    per_user: dict[str, Tensor] = {}
+    for k in ks:
+        hit = r < k
+        per_user[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(r + 2.0), torch.zeros_like(r))
+        per_user[f"recall@{k}"] = hit.double()
+    per_user["mrr"] = 1.0 / (r + 1.0)
+    out: dict[str, float] = {}
+    for name, v in per_user.items():
+        if v.numel() == 0:
+            out[name] = float("nan")
+        elif average == "user":
+            out[name] = v.mean().item()
+        else:
+            out[name] = torch.stack([b.mean() for b in v.split(batch_size)]).mean().item()
+    out["count"] = int(r.numel())
+    return out
+
+
+def cold_start_mask(train_seqs: Iterable[Sequence[int]], targets: Sequence[int]) -> Tensor:
+    """``True`` where the target item never occurs in any training sequence (a cold-start item)."""
+    seen: set[int] = set()
+    for seq in train_seqs:
+        seen.update(int(i) for i in seq)
+    return torch.tensor([int(t) not in seen for t in targets], dtype=torch.bool)
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def _find_published(dataset: str, published: dict) -> str | None:
+    """The published entry for ``dataset``: same name ignoring case and punctuation ("scientific_unisrec")."""
+    if dataset in published:
+        return dataset
+    return {_norm_name(k): k for k in published}.get(_norm_name(dataset))
+
+
+_METRIC_ORDER = ["ndcg@10", "recall@10", "ndcg@20", "recall@20", "ndcg@50", "recall@50", "ndcg@200", "recall@200",
+                 "mrr"]
+
+
+_METRIC_RE = re.compile(r"(ndcg|recall)@\d+")
+
+
+def _metric_label(name: str) -> str:
+    if name == "mrr":
+        return "MRR"
+    head, _, k = name.partition("@")
+    return f"{ {'ndcg': 'NDCG', 'recall': 'Recall'}.get(head, head)}@{k}" if k else name
+
+
+def results_table(rows: list[dict], published: dict | None = None, digits: int = 4) -> str:
+    """Markdown table ``Dataset | Metric | <published models> | <our models>`` like the seed README's results table.
+
+    Each row is ``{"dataset": str, "model": str, "ndcg@10": float, ...}`` (metric keys as returned by
+    :func:`metrics_from_ranks`; other keys are ignored). ``published`` defaults to :data:`PUBLISHED` (``{}`` for none);
+    a dataset matches a published entry by name, ignoring case and punctuation (``scientific_unisrec`` ->
+    ``Scientific/UniSRec``). Metrics shown are those that any of our rows or
+    the published entry for that dataset has; missing cells are ``-``.
+    """
+    published = PUBLISHED if published is None else published
+    datasets: list[str] = []
+    ours: dict[str, dict[str, dict]] = {}
+    our_models: list[str] = []
+    for row in rows:
+        ds, model = str(row["dataset"]), str(row.get("model", "ours"))
+        if ds not in ours:
+            datasets.append(ds)
+            ours[ds] = {}
+        ours[ds][model] = row
+        if model not in our_models:
+            our_models.append(model)
+    pub_models: list[str] = []
+    for ds in datasets:
+        key = _find_published(ds, published)
+        for model in published[key]["models"] if key else []:
+            if model not in pub_models:
+                pub_models.append(model)
+
+    def fmt(v) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.{digits}f}"
+
+    header = ["Dataset", "Metric", *(f"{m} (published)" for m in pub_models), *our_models]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for ds in datasets:
+        key = _find_published(ds, published)
+        pub = published[key]["models"] if key else {}
+        present = {k for r in ours[ds].values() for k in r} | {k for m in pub.values() for k in m}
+        metrics = [m for m in _METRIC_ORDER if m in present]
+        metrics += sorted(k for k in present if _METRIC_RE.fullmatch(str(k)) and k not in metrics)
+        for j, metric in enumerate(metrics):
+            cells = [ds if j == 0 else "", _metric_label(metric)]
+            cells += [fmt(pub.get(m, {}).get(metric)) for m in pub_models]
+            cells += [fmt(ours[ds].get(m, {}).get(metric)) for m in our_models]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

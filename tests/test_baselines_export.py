@@ -1,0 +1,158 @@
+"""benchmarks/baselines/export_recbole.py: exact RecBole benchmark files for a tiny canonical dataset (no recbole)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from learn.errors import DataError
+from tests.conftest import ROOT, shared
+
+BASELINES = ROOT / "benchmarks" / "baselines"
+HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"baselines_{name}", BASELINES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+export_recbole = _load("export_recbole")
+unisrec_to_canonical = _load("unisrec_to_canonical")
+
+# user -> (train, val, test); item 8 is in smap but never interacted with
+TINY = {"0": ([0, 1, 2], 3, 4), "1": ([5], 6, 7), "2": ([0, 1, 2, 3], 4, 5)}
+
+
+def write_canonical(folder: Path, data=TINY, n_items: int = 9, **override) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "train": {u: t for u, (t, _, _) in data.items()},
+        "val": {u: [v] for u, (_, v, _) in data.items()},
+        "test": {u: [x] for u, (_, _, x) in data.items()},
+        "smap": {f"I{i}": i for i in range(n_items)},
+        "umap": {f"U{u}": int(u) for u in data},
+    }
+    files.update(override)
+    for name, obj in files.items():
+        (folder / f"{name}.json").write_text(json.dumps(obj))
+    return folder
+
+
+def test_export_writes_exact_files(tmp_path):
+    stats = export_recbole.export(write_canonical(tmp_path / "canon"), tmp_path / "out", "tiny", max_len=2)
+    out = tmp_path / "out" / "tiny"
+    assert stats.out_dir == out and (stats.n_users, stats.n_items) == (3, 9)
+    assert stats.rows == {"train": 5, "valid": 3, "test": 3}
+    # every prefix of the train sequence -> next item, histories cut to the last 2 items; user 1 has no train row
+    assert (out / "tiny.train.inter").read_text() == HEADER + (
+        "0\t0\t1\n0\t0 1\t2\n"
+        "2\t0\t1\n2\t0 1\t2\n2\t1 2\t3\n"
+    )
+    # valid: train -> val; test: train + val -> test
+    assert (out / "tiny.valid.inter").read_text() == HEADER + "0\t1 2\t3\n1\t5\t6\n2\t2 3\t4\n"
+    assert (out / "tiny.test.inter").read_text() == HEADER + "0\t2 3\t4\n1\t5 6\t7\n2\t3 4\t5\n"
+    # all smap items, including item 8 that has no interaction
+    assert (out / "tiny.item").read_text() == "item_id:token\n" + "".join(f"{i}\n" for i in range(9))
+    config = yaml.safe_load((out / "recbole.yaml").read_text())
+    assert config["benchmark_filename"] == ["train", "valid", "test"]
+    assert config["data_path"] == str((tmp_path / "out").resolve()) and config["dataset"] == "tiny"
+    assert config["alias_of_item_id"] == ["item_id_list"]
+    assert config["load_col"] == {"inter": ["user_id", "item_id_list", "item_id"], "item": ["item_id"]}
+    assert config["MAX_ITEM_LIST_LENGTH"] == 2
+
+
+def test_default_max_len_keeps_50_items(tmp_path):
+    seq = list(range(60))
+    canon = write_canonical(tmp_path / "canon", {"0": (seq, 60, 61)}, n_items=62)
+    export_recbole.export(canon, tmp_path / "out", "long")
+    train = (tmp_path / "out" / "long" / "long.train.inter").read_text().splitlines()[1:]
+    assert len(train) == 59
+    assert train[48] == "0\t" + " ".join(map(str, range(49))) + "\t49"  # 49 items: not cut
+    assert train[-1] == "0\t" + " ".join(map(str, range(9, 59))) + "\t59"  # last 50 of 59
+    test = (tmp_path / "out" / "long" / "long.test.inter").read_text().splitlines()[1]
+    assert test == "0\t" + " ".join(map(str, range(11, 61))) + "\t61"
+
+
+def test_reexport_replaces_the_folder(tmp_path):
+    canon = write_canonical(tmp_path / "canon")
+    export_recbole.export(canon, tmp_path / "out", "tiny", max_len=2)
+    (tmp_path / "out" / "tiny" / "stale.txt").write_text("x")
+    export_recbole.export(canon, tmp_path / "out", "tiny", max_len=3)
+    assert not (tmp_path / "out" / "tiny" / "stale.txt").exists()
+    assert "MAX_ITEM_LIST_LENGTH: 3" in (tmp_path / "out" / "tiny" / "recbole.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"val": {"0": [3, 4], "1": [6], "2": [4]}}, "expected exactly one item"),
+        ({"test": {"0": [4], "1": [7]}}, "user 2 is in only one of"),
+        ({"train": {"0": [0, 1, 9], "1": [5], "2": [0]}}, "item index 9 outside"),
+        ({"train": {"0": [], "1": [5], "2": [0]}}, "empty train sequence"),
+        ({"train": {"x": [0], "1": [5], "2": [0]}}, "not an integer string"),
+        ({"smap": {"A": 0, "B": 2}}, "indices 0..N-1"),
+    ],
+)
+def test_bad_canonical_data_is_a_data_error(tmp_path, override, message):
+    canon = write_canonical(tmp_path / "canon", **override)
+    with pytest.raises(DataError, match=message):
+        export_recbole.export(canon, tmp_path / "out", "bad")
+    assert not (tmp_path / "out" / "bad").exists()
+
+
+def test_cli_exports_without_importing_recbole_or_torch(tmp_path):
+    canon = write_canonical(tmp_path / "canon")
+    code = (
+        "import sys; sys.argv = ['export_recbole.py', sys.argv[1], sys.argv[2], '--name', 'tiny'];"
+        f"sys.path.insert(0, {str(BASELINES)!r}); import export_recbole;"
+        "rc = export_recbole.main(); assert 'recbole' not in sys.modules and 'torch' not in sys.modules;"
+        "sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(canon), str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "exported 3 users, 9 items, rows {'train': 5, 'valid': 3, 'test': 3}" in proc.stdout
+    bad = subprocess.run([sys.executable, str(BASELINES / "export_recbole.py"), str(tmp_path / "missing"),
+                          str(tmp_path / "out"), "--name", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "file not found" in bad.stderr
+
+
+def test_unisrec_round_trip_reproduces_valid_and_test_files(tmp_path):
+    src = tmp_path / "unisrec"
+    src.mkdir()
+    (src / "T.item2index").write_text("".join(f"A{i}\t{i}\n" for i in range(6)))
+    (src / "T.user2index").write_text("U0\t0\nU1\t1\n")
+    valid = HEADER + "0\t0 1 2\t3\n1\t4\t5\n"
+    test = HEADER + "0\t0 1 2 3\t4\n1\t4 5\t0\n"
+    (src / "T.valid.inter").write_text(valid)
+    (src / "T.test.inter").write_text(test)
+    assert unisrec_to_canonical.convert(src, "T", tmp_path / "canon") == (2, 6)
+    assert json.loads((tmp_path / "canon" / "train.json").read_text()) == {"0": [0, 1, 2], "1": [4]}
+    export_recbole.export(tmp_path / "canon", tmp_path / "out", "T")
+    assert (tmp_path / "out" / "T" / "T.valid.inter").read_text() == valid
+    assert (tmp_path / "out" / "T" / "T.test.inter").read_text() == test
+    (src / "T.test.inter").write_text(HEADER + "0\t0 1 9 3\t4\n1\t4 5\t0\n")
+    with pytest.raises(DataError, match="test history is not train \\+ val"):
+        unisrec_to_canonical.convert(src, "T", tmp_path / "canon2")
+
+
+@pytest.mark.shared_data
+def test_scientific_export_matches_unisrec_files(tmp_path):
+    """Our canonical Scientific exports to UniSRec's own valid/test files, byte for byte."""
+    src = shared("amazon2018_scientific_unisrec")
+    unisrec_to_canonical.convert(src, "Scientific", tmp_path / "canon")
+    stats = export_recbole.export(tmp_path / "canon", tmp_path / "out", "Scientific")
+    assert (stats.n_users, stats.n_items) == (8442, 4385)
+    for split in ("valid", "test"):
+        ours = (tmp_path / "out" / "Scientific" / f"Scientific.{split}.inter").read_bytes()
+        assert ours == (src / f"Scientific.{split}.inter").read_bytes()

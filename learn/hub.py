@@ -1,0 +1,341 @@
+"""Downloads: ``python -m learn download SOURCE --to DIR [--sha256 HEX] [--name FILE] [--extract]``.
+
+SOURCE is one of
+- an ``http(s)://`` URL: streamed into ``DIR/NAME.part`` with resume (HTTP Range) and retries; the file gets its final
+  name only after its full size and (with ``--sha256``) its checksum are verified, so a partial file never looks
+  complete. A checksum mismatch deletes the download. After a dropped connection the ``.part`` file stays and the
+  next run resumes it; after an HTTP error (404, ...) nothing new is written.
+- ``hf://ORG/NAME[@REVISION]`` (``hf://datasets/ORG/NAME`` for a dataset repo): weights, json, yaml, txt and
+  tokenizer files of a Hugging Face repository through ``huggingface_hub.snapshot_download``.
+- a Google Drive file or folder: ``gdrive://ID``, ``gdrive://folder/ID`` or a drive.google.com /
+  drive.usercontent.google.com link, through ``gdown``.
+``--extract`` unpacks a downloaded .zip/.tar/.tar.gz/.tgz/.tar.bz2/.tar.xz into ``DIR/<archive stem>/``, refusing any
+member that would land outside that folder (absolute paths, ``..``, links pointing outside, device files); it
+extracts into a temporary sibling folder that is renamed only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import parse_qs, unquote, urlparse
+
+from tqdm import tqdm
+
+from learn.errors import LearnError
+from learn.io import atomic_dir
+
+CHUNK = 1 << 20
+HF_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.yml", "*.txt", "*.model"]
+ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed SOURCE argument: ``kind`` is "http", "hf", "gdrive-file" or "gdrive-folder"."""
+
+    kind: str
+    ref: str  # URL, repo id or Drive id
+    revision: str | None = None
+    repo_type: str | None = None
+
+
+_DRIVE_ID = r"[A-Za-z0-9_-]{10,}"
+
+
+def parse_source(source: str) -> Source:
+    """Classify SOURCE; raises :class:`LearnError` for anything we cannot download."""
+    s = source.strip()
+    if s.startswith("hf://"):
+        ref, _, revision = s[len("hf://"):].partition("@")
+        repo_type = None
+        for prefix, kind in (("datasets/", "dataset"), ("spaces/", "space"), ("models/", "model")):
+            if ref.startswith(prefix):
+                ref, repo_type = ref[len(prefix):], kind
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+            raise LearnError(f"bad Hugging Face source {source!r}: expected hf://ORG/NAME[@REVISION]")
+        return Source("hf", ref, revision or None, repo_type)
+    if s.startswith("gdrive://"):
+        rest = s[len("gdrive://"):].strip("/")
+        kind = "gdrive-file"
+        for prefix in ("folder/", "folders/"):
+            if rest.startswith(prefix):
+                rest, kind = rest[len(prefix):], "gdrive-folder"
+        if not re.fullmatch(_DRIVE_ID, rest):
+            raise LearnError(f"bad Google Drive source {source!r}: expected gdrive://ID or gdrive://folder/ID")
+        return Source(kind, rest)
+    url = urlparse(s)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise LearnError(f"cannot download {source!r}: expected an http(s):// URL, hf://ORG/NAME or a Google Drive "
+                         "link/gdrive://ID")
+    host = url.netloc.lower()
+    if host in ("drive.google.com", "docs.google.com", "drive.usercontent.google.com"):
+        m = re.search(rf"/folders/({_DRIVE_ID})", url.path)
+        if m:
+            return Source("gdrive-folder", m.group(1))
+        m = re.search(rf"/(?:file/)?d/({_DRIVE_ID})", url.path)
+        ids = parse_qs(url.query).get("id")
+        if m or ids:
+            return Source("gdrive-file", m.group(1) if m else ids[0])
+        raise LearnError(f"cannot find a Google Drive file or folder id in {source!r}")
+    return Source("http", s)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_sha(path: Path, expected: str | None) -> None:
+    """Delete ``path`` and raise if its sha256 is not ``expected``."""
+    if not expected:
+        return
+    got = sha256_file(path)
+    if got != expected.lower():
+        path.unlink(missing_ok=True)
+        raise LearnError(f"sha256 mismatch for {path.name}: expected {expected.lower()}, got {got}; file deleted")
+
+
+# --------------------------------------------------------------------------------------------------------- HTTP
+def _total_from_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(start, total) of a ``Content-Range: bytes START-END/TOTAL`` header (``None`` where absent or ``*``)."""
+    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    if not m:
+        return None, None
+    start = int(m.group(1)) if m.group(1) is not None else None
+    return start, int(m.group(2)) if m.group(2) != "*" else None
+
+
+def _file_name_from_url(url: str) -> str:
+    name = unquote(PurePosixPath(urlparse(url).path).name)
+    if not name or name in (".", ".."):
+        raise LearnError(f"cannot derive a file name from {url!r}; pass --name FILE")
+    return name
+
+
+def http_download(url: str, dest: Path, sha256: str | None = None, retries: int = 3, timeout: float = 60.0,
+                  quiet: bool = False) -> Path:
+    """Download ``url`` to ``dest`` via ``dest.part`` with resume; returns ``dest`` once size and sha256 check out."""
+    import requests
+
+    part = dest.with_name(dest.name + ".part")
+    session = requests.Session()
+    attempt = 0
+    while True:
+        offset = part.stat().st_size if part.exists() else 0
+        # identity encoding: byte offsets must count the bytes on disk, not a compressed stream
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
+        try:
+            with session.get(url, headers=headers, stream=True, timeout=timeout) as r:
+                if r.status_code == 416 and offset:
+                    # the .part is as long as (or longer than) the file: verify what we have, or start over
+                    _, total = _total_from_content_range(r.headers.get("Content-Range"))
+                    if total == offset:
+                        break
+                    part.unlink()
+                    continue
+                if r.status_code >= 400:
+                    reason = f" {r.reason}" if r.reason else ""
+                    raise LearnError(f"download of {url} failed: HTTP {r.status_code}{reason}")
+                if r.status_code == 206:
+                    start, total = _total_from_content_range(r.headers.get("Content-Range"))
+                    if start != offset:
+                        raise LearnError(f"download of {url} failed: server resumed at byte {start}, "
+                                         f"asked for {offset}")
+                    mode = "ab"
+                else:  # 200: a full body (the server ignored Range, or there was nothing to resume)
+                    offset, mode = 0, "wb"
+                    length = r.headers.get("Content-Length")
+                    total = int(length) if length and "Content-Encoding" not in r.headers else None
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                           desc=dest.name, disable=quiet, leave=False)
+                with open(part, mode) as f, bar:
+                    for block in r.iter_content(CHUNK):
+                        f.write(block)
+                        bar.update(len(block))
+                size = part.stat().st_size
+                if total is not None and size != total:
+                    raise requests.ConnectionError(f"connection closed at byte {size} of {total}")
+                break
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            attempt += 1
+            kept = part.exists() and part.stat().st_size > 0
+            if attempt > retries:
+                hint = f"; the partial download {part} resumes on the next run" if kept else ""
+                raise LearnError(f"download of {url} failed after {attempt} tries: {_short(e)}{hint}") from None
+            time.sleep(min(2 ** (attempt - 1), 10) * _RETRY_WAIT)
+    _check_sha(part, sha256)
+    os.replace(part, dest)
+    return dest
+
+
+_RETRY_WAIT = 1.0  # seconds, scaled by 1, 2, 4, ...; tests set it to 0
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[-1][:300] if text else type(e).__name__
+
+
+# ------------------------------------------------------------------------------------------ Hugging Face, Drive
+def hf_download(src: Source, to: Path) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(src.ref, revision=src.revision, repo_type=src.repo_type,
+                                 allow_patterns=HF_PATTERNS, local_dir=to)
+    except Exception as e:  # hub errors come in many classes; all are one line for the user
+        raise LearnError(f"download of hf://{src.ref} failed: {type(e).__name__}: {_short(e)}") from None
+    return Path(path)
+
+
+def gdrive_download(src: Source, to: Path, name: str | None = None, retries: int = 3, quiet: bool = False) -> Path:
+    import gdown
+
+    try:
+        if src.kind == "gdrive-folder":
+            files = gdown.download_folder(id=src.ref, output=str(to), quiet=quiet, resume=True, retries=retries)
+            if not files:
+                raise LearnError(f"download of Google Drive folder {src.ref} failed (nothing downloaded)")
+            return to
+        to.mkdir(parents=True, exist_ok=True)
+        output = str(to / name) if name else str(to) + os.sep
+        path = gdown.download(id=src.ref, output=output, quiet=quiet, resume=True, retries=retries)
+    except LearnError:
+        raise
+    except Exception as e:
+        raise LearnError(f"download of Google Drive {src.ref} failed: {type(e).__name__}: {_short(e)}") from None
+    if not path:
+        raise LearnError(f"download of Google Drive file {src.ref} failed (is it shared publicly?)")
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------- extraction
+def archive_stem(path: Path) -> str | None:
+    """Folder name for an archive (``x.tar.gz`` -> ``x``), or ``None`` if ``path`` is not a known archive."""
+    lower = path.name.lower()
+    for suffix in ARCHIVE_SUFFIXES:
+        if lower.endswith(suffix) and len(lower) > len(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def _inside(root: Path, name: str) -> bool:
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return False
+    target = os.path.realpath(os.path.join(root, name))
+    return os.path.commonpath([target, os.path.realpath(root)]) == os.path.realpath(root)
+
+
+def _check_name(name: str, root: Path, archive: Path) -> None:
+    """Reject absolute member names and any ``..`` component (even one that would stay inside)."""
+    if not _inside(root, name) or ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        raise LearnError(f"{archive.name}: refusing to extract {name!r} (outside the target folder)")
+
+
+def _check_zip(zf: zipfile.ZipFile, root: Path, archive: Path) -> None:
+    for info in zf.infolist():
+        _check_name(info.filename, root, archive)
+
+
+def _check_tar(tf: tarfile.TarFile, root: Path, archive: Path) -> None:
+    for member in tf.getmembers():
+        _check_name(member.name, root, archive)  # the "data" filter would silently strip a leading "/"
+        try:
+            tarfile.data_filter(member, str(root))
+        except tarfile.FilterError as e:
+            raise LearnError(f"{archive.name}: refusing to extract {member.name!r} ({_short(e)})") from None
+
+
+def extract_archive(archive: Path, to: Path | None = None) -> Path:
+    """Unpack ``archive`` into ``to`` (default: ``<folder>/<stem>``) safely and atomically; returns the folder."""
+    stem = archive_stem(archive)
+    if stem is None:
+        raise LearnError(f"{archive.name}: --extract supports {', '.join(ARCHIVE_SUFFIXES)}")
+    to = to or archive.with_name(stem)
+    if to.exists():
+        raise LearnError(f"{to} already exists; remove it to extract {archive.name} again")
+    try:
+        with atomic_dir(to) as tmp:
+            if archive.name.lower().endswith(".zip"):
+                with zipfile.ZipFile(archive) as zf:
+                    _check_zip(zf, tmp, archive)
+                    zf.extractall(tmp)
+            else:
+                with tarfile.open(archive) as tf:
+                    _check_tar(tf, tmp, archive)
+                    tf.extractall(tmp, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+        raise LearnError(f"{archive.name}: not a readable archive ({_short(e)})") from None
+    return to
+
+
+# --------------------------------------------------------------------------------------------------------- CLI
+def download(source: str, to: str | Path, sha256: str | None = None, name: str | None = None,
+             extract: bool = False, retries: int = 3, quiet: bool = False) -> Path:
+    """Fetch SOURCE into folder ``to``; returns the downloaded file or folder (or the extracted folder)."""
+    src = parse_source(source)
+    to = Path(to)
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise LearnError(f"--sha256 must be 64 hex digits, got {sha256!r}")
+    if name is not None and (not name or Path(name).name != name or name in (".", "..")):
+        raise LearnError(f"--name must be a plain file name, got {name!r}")
+    if src.kind == "http":
+        dest = to / (name or _file_name_from_url(src.ref))
+        if dest.exists():
+            if sha256:
+                _check_sha(dest, sha256)
+            if not quiet:
+                print(f"{dest} already downloaded")
+        else:
+            http_download(src.ref, dest, sha256, retries=retries, quiet=quiet)
+        result = dest
+    elif src.kind == "hf":
+        if sha256:
+            raise LearnError("--sha256 applies to single files, not hf:// repositories")
+        result = hf_download(src, to)
+    else:
+        if sha256 and src.kind == "gdrive-folder":
+            raise LearnError("--sha256 applies to single files, not Google Drive folders")
+        result = gdrive_download(src, to, name, retries=retries, quiet=quiet)
+        if src.kind == "gdrive-file":
+            _check_sha(result, sha256)
+    if extract:
+        if not result.is_file():
+            raise LearnError(f"--extract needs a single archive file, {result} is a folder")
+        stem = archive_stem(result)
+        if stem is None:
+            raise LearnError(f"{result.name}: --extract supports {', '.join(ARCHIVE_SUFFIXES)}")
+        folder = result.with_name(stem)
+        if folder.exists():
+            if not quiet:
+                print(f"{folder} already extracted")
+            return folder
+        result = extract_archive(result)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m learn download", description=__doc__.splitlines()[0],
+                                epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="SOURCE", help="http(s) URL, hf://ORG/NAME[@REV], gdrive://ID or a Drive link")
+    p.add_argument("--to", required=True, metavar="DIR", help="folder to download into")
+    p.add_argument("--sha256", metavar="HEX", help="expected sha256 of the file (checked before it gets its name)")
+    p.add_argument("--name", metavar="FILE", help="file name to save as (default: from the URL / Drive)")
+    p.add_argument("--extract", action="store_true", help="unpack a .zip/.tar[.gz|.bz2|.xz]/.tgz into DIR/<stem>/")
+    p.add_argument("--retries", type=int, default=3, help="reconnects after a dropped connection (default 3)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    print(download(args.source, args.to, args.sha256, args.name, args.extract, args.retries, args.quiet))
+    return 0

@@ -9,9 +9,10 @@ SOURCE is one of
   tokenizer files of a Hugging Face repository through ``huggingface_hub.snapshot_download``.
 - a Google Drive file or folder: ``gdrive://ID``, ``gdrive://folder/ID`` or a drive.google.com /
   drive.usercontent.google.com link, through ``gdown``.
-``--extract`` unpacks a downloaded .zip/.tar/.tar.gz/.tgz/.tar.bz2/.tar.xz into ``DIR/<archive stem>/``, refusing any
-member that would land outside that folder (absolute paths, ``..``, links pointing outside, device files); it
-extracts into a temporary sibling folder that is renamed only when everything succeeded.
+``--extract`` unpacks a downloaded .zip/.tar/.tar.gz/.tgz/.tar.bz2/.tar.xz into ``DIR/<archive stem>/`` (other files
+and folders are left as they are, with a note). It refuses the whole archive if any member would land outside that
+folder (absolute paths, ``..``, links pointing outside, device files), and extracts into a temporary sibling folder
+that is renamed only when everything succeeded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import hashlib
 import os
 import re
+import sys
 import tarfile
 import time
 import zipfile
@@ -312,11 +314,10 @@ def download(source: str, to: str | Path, sha256: str | None = None, name: str |
         if src.kind == "gdrive-file":
             _check_sha(result, sha256)
     if extract:
-        if not result.is_file():
-            raise LearnError(f"--extract needs a single archive file, {result} is a folder")
-        stem = archive_stem(result)
-        if stem is None:
-            raise LearnError(f"{result.name}: --extract supports {', '.join(ARCHIVE_SUFFIXES)}")
+        stem = archive_stem(result) if result.is_file() else None
+        if stem is None:  # a folder or a plain file: nothing to unpack (scripts may pass --extract blindly)
+            print(f"note: {result} is not a {'/'.join(ARCHIVE_SUFFIXES)} archive; nothing extracted", file=sys.stderr)
+            return result
         folder = result.with_name(stem)
         if folder.exists():
             if not quiet:

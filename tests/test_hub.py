@@ -268,3 +268,9 @@ def test_hf_routing(monkeypatch, tmp_path):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
     assert download("hf://org/missing", "--to", str(tmp_path)) == 2
+
+
+def test_extract_on_a_plain_file_is_a_note(server, tmp_path, capsys):
+    assert download(f"{server.url}/model.bin", "--to", str(tmp_path), "--extract") == 0
+    assert "nothing extracted" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["model.bin"]

@@ -459,6 +459,8 @@ class Trainer:
         """Test metrics of the best validation checkpoint (or the final weights when nothing was validated)."""
         result: dict = {"run_dir": str(self.run_dir), "steps": self.step, "stage": self.cfg.train.stage}
         if self.eval_data is None:
+            if self.main:
+                atomic_write_json(self.run_dir / "metrics.json", result, indent=2)
             return result
         best_dir = self.run_dir / "best"
         selected = "final"

@@ -1,0 +1,1 @@
+"""Data layer: formats, converters, item text, the LMDB item store and training samples."""

@@ -13,10 +13,7 @@ import importlib.util
 import random
 import re
 import sys
-from collections.abc import Iterable
 from pathlib import Path
-
-from tqdm import tqdm
 
 from learn.data.formats import (
     PretrainCorpus,
@@ -24,6 +21,7 @@ from learn.data.formats import (
     first_seen_smap,
     leave_one_out,
     load_dataset,
+    progress,
     read_item_texts,
     read_json_strict,
     read_meta,
@@ -39,11 +37,6 @@ FORMATS = ("recformer", "recbole", "unisrec", "lcrec", "ml-100k", "recformer-pre
 ASIN = re.compile(r"[0-9A-Z]{10}")
 TITLE_FIELDS = ("movie_title", "title")
 CATEGORY_FIELDS = ("class", "genre", "genres", "categories", "category")
-
-
-def _progress(it: Iterable, desc: str, total: int | None = None) -> Iterable:
-    """A tqdm bar on an interactive terminal for loops long enough to notice; silent otherwise."""
-    return tqdm(it, desc=desc, total=total, disable=None, leave=False, mininterval=0.5, dynamic_ncols=True)
 
 
 def _one(folder: Path, pattern: str, name: str | None) -> str:
@@ -146,7 +139,7 @@ def from_recbole(src: Path, name: str | None) -> tuple[SeqDataset, list[str]]:
     i_user, i_item = _col(inter, columns, ("user_id",)), _col(inter, columns, ("item_id",))
     i_time = _col(inter, columns, ("timestamp",), required=False)
     events: dict[str, list[tuple[float, str]]] = {}
-    for n, f in _progress(rows, f"reading {inter.name}"):
+    for n, f in progress(rows, f"reading {inter.name}"):
         try:
             t = float(f[i_time]) if i_time is not None else 0.0
         except ValueError:
@@ -331,7 +324,7 @@ def from_mix(
             texts.setdefault(key, text)
             if orig in ds.meta:
                 meta.setdefault(key, ds.meta[orig])
-        for user in _progress(ds.users, f"mixing {ds.name}"):
+        for user in progress(ds.users, f"mixing {ds.name}"):
             seq = [keys[i] for i in ds.train.get(user, [])]
             held_out = dev_mode == "holdout" and rng.random() < dev_fraction
             if fits(seq):
@@ -406,7 +399,8 @@ def main(argv: list[str]) -> int:
     src = sources[0]
     result: SeqDataset | PretrainCorpus
     if args.fmt == "recformer-pretrain":
-        min_len, max_len = args.min_len or 5, args.max_len or 40
+        min_len = 5 if args.min_len is None else args.min_len
+        max_len = 40 if args.max_len is None else args.max_len
         result, notes = from_recformer_pretrain(src, min_len, max_len)
     elif args.fmt == "mix":
         min_len = 2 if args.min_len is None else args.min_len

@@ -366,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--from", dest="fmt", required=True, choices=FORMATS, help="source format")
-    p.add_argument("paths", nargs="+", metavar="SRC ... OUT", help="source folder(s) then the output folder")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="SRC OUT  (ml-100k: [-] OUT;  mix: DIR1 DIR2 ... OUT)")
     p.add_argument("--name", help="file stem NAME of NAME.inter / NAME.text / NAME.inter.json (default: the only one)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--min-len", type=int, help="pretraining corpora: shortest kept sequence (pretrain 5, mix 2)")

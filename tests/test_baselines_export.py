@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from learn.errors import DataError
+from learn.errors import DataError, LearnError
 from tests.conftest import ROOT, shared
 
 BASELINES = ROOT / "benchmarks" / "baselines"
@@ -108,6 +108,11 @@ def test_bad_canonical_data_is_a_data_error(tmp_path, override, message):
     with pytest.raises(DataError, match=message):
         export_recbole.export(canon, tmp_path / "out", "bad")
     assert not (tmp_path / "out" / "bad").exists()
+
+
+def test_recbole_reserved_name_is_refused(tmp_path):
+    with pytest.raises(LearnError, match="reserves the dataset name 'ml-100k'.*'ml100k'"):
+        export_recbole.export(write_canonical(tmp_path / "canon"), tmp_path / "out", "ml-100k")
 
 
 def test_cli_exports_without_importing_recbole_or_torch(tmp_path):

@@ -5,15 +5,21 @@ BASELINES.md (all interactions, no filtering, chronological order ``TO``, ``LS: 
 MAX_ITEM_LIST_LENGTH) and builds its augmented train/valid/test rows. The canonical folder is exported to rows with
 export_recbole.build_rows. Both sides are compared as (raw user id, raw item-id history, raw target) rows.
 
+RecBole does not sort by the exact timestamp: for ml-100k (``normalize_all: True`` in its dataset preset) it sorts
+by float32((t - min) / (max - min)), about 1.1-second steps over ml-100k's 215 days, and orders equal keys by
+file order (stable sort). ``--write-recbole-order OUT`` writes a
+copy of the canonical folder re-ordered that way (same umap/smap), whose split is RecBole's own.
+
 Usage:
     benchmarks/baselines/.venv/bin/python benchmarks/baselines/check_split.py CANONICAL_DIR \\
-        [--atomic DIR_HOLDING_NAME/] [--name ml-100k] [--max-len 50]
-Default --atomic: the recbole wheel's dataset_example folder (holds ml-100k/).
+        [--atomic DIR_HOLDING_NAME/] [--name ml-100k] [--max-len 50] [--write-recbole-order OUT]
+Default --atomic: the recbole wheel's dataset_example folder (holds ml-100k/). Exit 0 when the splits are identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from collections import Counter
 from pathlib import Path
@@ -31,7 +37,7 @@ for path in (str(HERE.parents[1]), str(HERE)):
 from export_recbole import DEFAULT_MAX_LEN, SPLITS, build_rows, load_canonical  # noqa: E402
 
 from learn.errors import LearnError  # noqa: E402
-from learn.io import read_json  # noqa: E402
+from learn.io import atomic_dir, atomic_write_json, read_json  # noqa: E402
 
 Row = tuple[str, tuple[str, ...], str]
 
@@ -75,6 +81,33 @@ def canonical_rows(folder: Path, max_len: int) -> dict[str, Counter[Row]]:
     return out
 
 
+def write_recbole_order(canonical_dir: Path, inter_path: Path, out: Path) -> Path:
+    """Canonical folder with each user's sequence sorted as RecBole sorts it (float32 of min-max normalised time,
+    stable on file order)."""
+    umap, smap = read_json(canonical_dir / "umap.json"), read_json(canonical_dir / "smap.json")
+    with open(inter_path, encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = [h.split(":")[0] for h in next(reader)]
+        i_user, i_item, i_time = (header.index(c) for c in ("user_id", "item_id", "timestamp"))
+        rows = [(r[i_user], r[i_item], float(r[i_time])) for r in reader]
+    times = np.array([t for _, _, t in rows])
+    keys = ((times - times.min()) / (times.max() - times.min())).astype(np.float32)
+    events: dict[str, list[tuple[np.float32, str]]] = {}
+    for (user, item, _), key in zip(rows, keys):
+        events.setdefault(user, []).append((key, item))
+    seqs = {umap[u]: [smap[i] for _, i in sorted(ev, key=lambda e: e[0])] for u, ev in events.items()}
+    if len(seqs) != len(umap):
+        raise LearnError(f"{inter_path} has {len(seqs)} users, {canonical_dir / 'umap.json'} has {len(umap)}")
+    users = sorted(seqs)
+    with atomic_dir(out, overwrite=True) as tmp:
+        atomic_write_json(tmp / "train.json", {str(u): seqs[u][:-2] for u in users})
+        atomic_write_json(tmp / "val.json", {str(u): [seqs[u][-2]] for u in users})
+        atomic_write_json(tmp / "test.json", {str(u): [seqs[u][-1]] for u in users})
+        atomic_write_json(tmp / "umap.json", umap)
+        atomic_write_json(tmp / "smap.json", smap)
+    return out
+
+
 def compare(ours: dict[str, Counter[Row]], theirs: dict[str, Counter[Row]]) -> list[str]:
     """One line per split: equal, or how many rows differ with an example."""
     report = []
@@ -95,18 +128,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atomic", type=Path, help="RecBole data_path holding NAME/NAME.inter")
     parser.add_argument("--name", default="ml-100k")
     parser.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN)
+    parser.add_argument("--write-recbole-order", type=Path, metavar="OUT",
+                        help="also write the canonical folder re-ordered as RecBole orders it, and check it")
     args = parser.parse_args(argv)
     if args.atomic is None:
         import recbole
 
         args.atomic = Path(recbole.__file__).parent / "dataset_example"
     try:
-        report = compare(canonical_rows(args.canonical_dir, args.max_len),
-                         recbole_rows(args.atomic.resolve(), args.name, args.max_len))
+        theirs = recbole_rows(args.atomic.resolve(), args.name, args.max_len)
+        report = compare(canonical_rows(args.canonical_dir, args.max_len), theirs)
+        print(f"{args.canonical_dir} vs RecBole's split:\n  " + "\n  ".join(report))
+        if args.write_recbole_order:
+            out = write_recbole_order(args.canonical_dir, args.atomic / args.name / f"{args.name}.inter",
+                                      args.write_recbole_order)
+            reordered = compare(canonical_rows(out, args.max_len), theirs)
+            print(f"{out} (RecBole order) vs RecBole's split:\n  " + "\n  ".join(reordered))
     except LearnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("\n".join(report))
     return 0 if all("identical" in line for line in report) else 1
 
 

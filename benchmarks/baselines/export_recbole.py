@@ -36,6 +36,7 @@ HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 ITEM_HEADER = "item_id:token\n"
 SPLITS = ("train", "valid", "test")
 DEFAULT_MAX_LEN = 50
+RESERVED_NAMES = frozenset({"ml-100k"})  # recbole.config.Configurator forces data_path and presets for it
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,9 @@ def export(canonical_dir: str | Path, out_dir: str | Path, name: str, max_len: i
     """Write ``out_dir/NAME/NAME.{train,valid,test}.inter``, ``NAME.item`` and ``recbole.yaml`` (atomically)."""
     if not name or "/" in name or name.startswith("."):
         raise LearnError(f"bad dataset name {name!r}")
+    if name in RESERVED_NAMES:
+        raise LearnError(f"RecBole reserves the dataset name {name!r} (it swaps in its own example data and presets); "
+                         f"use another, e.g. {name.replace('-', '')!r}")
     data = load_canonical(canonical_dir)
     rows = build_rows(data, max_len)
     out_dir = Path(out_dir)

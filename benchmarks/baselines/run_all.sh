@@ -2,6 +2,8 @@
 # Prepare our canonical datasets and run the RecBole baselines on them one after another (CPU, 1 thread, nice 19).
 #
 # Usage: bash benchmarks/baselines/run_all.sh [RUN ...]     RUN = dataset:model, default: the list below.
+# Datasets: scientific_unisrec (prepare --from unisrec), ml100k (prepare --from ml-100k) and ml100k_recbole_order
+# (ml100k with RecBole's own tie order, i.e. exactly the split of the BASELINES.md reference run).
 # Logs: benchmarks/out/baselines/logs/<dataset>_<model>.log; results: benchmarks/baselines/results/*.json and
 # a row each in benchmarks/baselines/RESULTS.md. Needs the project's .venv (prepare) and setup.sh's venv (RecBole).
 set -euo pipefail
@@ -20,7 +22,10 @@ prepare() {  # dataset name -> canonical folder (made once)
     case "$1" in
       scientific_unisrec) "$ROOT/.venv/bin/python" -m learn prepare --from unisrec \
                             "$SHARED/amazon2018_scientific_unisrec" "$dir" >&2 ;;
-      ml-100k) "$ROOT/.venv/bin/python" -m learn prepare --from ml-100k "$dir" >&2 ;;
+      ml100k) "$ROOT/.venv/bin/python" -m learn prepare --from ml-100k "$dir" >&2 ;;
+      ml100k_recbole_order)  # our ml-100k re-ordered as RecBole orders ties (its own LS split; see check_split.py)
+        "$PY" "$HERE/check_split.py" "$(prepare ml100k)" --write-recbole-order "$dir" >&2 || true
+        [[ -f "$dir/test.json" ]] ;;
       *) echo "unknown dataset $1" >&2; return 2 ;;
     esac
   fi
@@ -30,12 +35,13 @@ prepare() {  # dataset name -> canonical folder (made once)
 config_for() {
   case "$1" in
     scientific_unisrec) echo "$HERE/configs/scientific.yaml" ;;
-    ml-100k) echo "$HERE/configs/ml-100k.yaml" ;;
+    ml100k*) echo "$HERE/configs/ml-100k.yaml" ;;
   esac
 }
 
 RUNS=("$@")
-[[ ${#RUNS[@]} -gt 0 ]] || RUNS=(scientific_unisrec:SASRec ml-100k:SASRec scientific_unisrec:GRU4Rec scientific_unisrec:BERT4Rec)
+[[ ${#RUNS[@]} -gt 0 ]] || RUNS=(scientific_unisrec:SASRec ml100k_recbole_order:SASRec scientific_unisrec:GRU4Rec scientific_unisrec:BERT4Rec
+                               ml100k:SASRec)
 for run in "${RUNS[@]}"; do
   dataset="${run%%:*}" model="${run#*:}"
   canonical="$(cd "$ROOT" && prepare "$dataset")"

@@ -1,4 +1,8 @@
-"""benchmarks/baselines/export_recbole.py: exact RecBole benchmark files for a tiny canonical dataset (no recbole)."""
+"""benchmarks/baselines: exact RecBole benchmark files for a tiny canonical dataset, and the result records.
+
+Runs in the project's .venv: nothing here imports recbole (export_recbole, unisrec_to_canonical and record are
+stdlib-only by design).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ def _load(name: str):
 
 export_recbole = _load("export_recbole")
 unisrec_to_canonical = _load("unisrec_to_canonical")
+record = _load("record")
 
 # user -> (train, val, test); item 8 is in smap but never interacted with
 TINY = {"0": ([0, 1, 2], 3, 4), "1": ([5], 6, 7), "2": ([0, 1, 2, 3], 4, 5)}
@@ -161,3 +166,24 @@ def test_scientific_export_matches_unisrec_files(tmp_path):
     for split in ("valid", "test"):
         ours = (tmp_path / "out" / "Scientific" / f"Scientific.{split}.inter").read_bytes()
         assert ours == (src / f"Scientific.{split}.inter").read_bytes()
+
+
+def test_write_results_json_and_appended_markdown_rows(tmp_path):
+    metrics = {"ndcg@10": 0.055312, "recall@10": 0.10801, "ndcg@50": 0.08, "recall@50": 0.2, "mrr@10": 0.04}
+    rec = {"dataset": "tiny", "model": "SASRec", "valid": {"ndcg@10": 0.06}, "test": metrics, "best_epoch": 7,
+           "epochs_run": 18, "wall_time_s": 90.0, "threads": 1, "finished_utc": "2026-11-28 00:00",
+           "command": "nice -n 19 python run_recbole.py"}
+    md = tmp_path / "RESULTS.md"
+    out = record.write_results(rec, tmp_path / "results", md)
+    assert out == tmp_path / "results" / "tiny_SASRec.json"
+    assert json.loads(out.read_text()) == rec
+    record.write_results({**rec, "model": "GRU4Rec", "test": None}, tmp_path / "results", md)
+    text = md.read_text()
+    assert text.startswith(record.MD_HEADER)
+    rows = text[len(record.MD_HEADER):].splitlines()
+    assert rows == [
+        "| 2026-11-28 00:00 | tiny | SASRec | 7/18 | 0.0600 | 0.0553 | 0.1080 | 0.0800 | 0.2000 | 0.0400 | 1.5 min "
+        "| 1 | results/tiny_SASRec.json |",
+        "| 2026-11-28 00:00 | tiny | GRU4Rec | 7/18 | 0.0600 | — | — | — | — | — | 1.5 min "
+        "| 1 | results/tiny_GRU4Rec.json |",
+    ]

@@ -25,7 +25,8 @@ if [[ -n "$CPU_WHEEL" ]]; then
   TORCH_SPEC="$CPU_WHEEL"
   "${PIP[@]}" "$TORCH_SPEC"
 else
-  "${PIP[@]}" "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
+  # no local CPU wheel: try PyTorch's CPU index, else PyPI's build (which brings the CUDA libraries, ~GBs)
+  "${PIP[@]}" --timeout 30 --retries 0 "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
     || "${PIP[@]}" "torch==2.13.0"
 fi
 

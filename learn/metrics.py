@@ -19,8 +19,6 @@ from torch import Tensor
 _MAX_CHUNK_ELEMS = 1 << 22
 _USER_BLOCK = 1024
 _MIN_ITEM_CHUNK = 1024
-# users per small GEMM when scoring each user against its own target (see _target_scores)
-_TARGET_GROUP = 32
 
 # Published numbers (NDCG@10 / Recall@10) to print beside ours. Only the datasets and splits named in the sources.
 PUBLISHED: dict[str, dict] = {
@@ -55,73 +53,48 @@ PUBLISHED: dict[str, dict] = {
 }
 
 
-def _target_scores(users: Tensor, targets_vec: Tensor) -> Tensor:
-    """Score of each user against its own target, with small GEMMs (the same kind of kernel as the catalogue GEMM).
-
-    Both the chunked catalogue scores and these are fp32 dot products; they may differ in the last bits when the
-    BLAS picks another summation order (e.g. GEMV for a single user). That can only matter for items tying with the
-    target; exact ties (identical item vectors) are handled by :func:`duplicate_items`, and the target's own column
-    is masked, so rounding never moves a rank.
-    """
-    u, d = users.shape
-    g = min(_TARGET_GROUP, max(u, 1))
-    pad = (-u) % g
-    if pad:
-        users = torch.cat([users, users.new_zeros(pad, d)])
-        targets_vec = torch.cat([targets_vec, targets_vec.new_zeros(pad, d)])
-    a = users.view(-1, g, d)
-    b = targets_vec.view(-1, g, d).transpose(1, 2)
-    return torch.bmm(a, b).diagonal(dim1=1, dim2=2).reshape(-1)[:u]
-
-
 @torch.no_grad()
-def duplicate_items(items: Tensor, chunk: int = 4096) -> Tensor:
-    """Group id per item: ``-1`` if no other item has the same vector, else the smallest index of its group.
+def duplicate_items(items: Tensor, probe: int = 8) -> Tensor:
+    """Group id per item: ``-1`` if no other item has exactly the same vector, else the smallest index of its group.
 
-    Each row is hashed exactly: its fp32 bit patterns, read as integers (< 2**31), times small random integers,
-    summed in a float64 GEMM whose every partial sum stays below 2**53, so the hash is exact and does not depend on
-    the BLAS summation order. Hash-equal rows are then compared value by value.
+    Rows are first bucketed by an exact integer key made of the fp32 bit patterns of ``probe`` fixed coordinates
+    (cheap: ``O(N * probe)``); only rows that share a key with another row are then grouped exactly with
+    ``torch.unique(dim=0)``. Exact duplicates (e.g. items with the same text) score identically for every user.
     """
     n, d = items.shape
     group = torch.full((n,), -1, dtype=torch.long, device=items.device)
     if n < 2:
         return group
-    mult_bits = max(1, 53 - 31 - max(1, d - 1).bit_length())
-    gen = torch.Generator().manual_seed(0)
-    mult = torch.randint(1, 1 << mult_bits, (d, 2), generator=gen).double().to(items.device)
-    h = torch.empty(n, 2, dtype=torch.float64, device=items.device)
-    for s in range(0, n, chunk):
-        bits = (items[s : s + chunk].float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
-        torch.matmul(bits.double(), mult, out=h[s : s + chunk])
-    h = h[:, 0] * float(1 << mult_bits) + h[:, 1]  # combine the two columns (any collision is verified below)
-    hs, order = torch.sort(h, stable=True)
-    same = hs[1:] == hs[:-1]
+    k = min(d, probe)
+    cols = torch.linspace(0, d - 1, k).round().long().to(items.device)
+    bits = (items[:, cols].float() + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into 0.0
+    mult = torch.randint(1, 1 << 28, (k,), generator=torch.Generator().manual_seed(0)).to(items.device)
+    key = (bits * mult).sum(1)  # |each term| < 2**59, k <= 8 terms: no int64 overflow
+    sorted_key, order = torch.sort(key)
+    same = sorted_key[1:] == sorted_key[:-1]
     if not bool(same.any()):
         return group
-    # run_start[p] = first sorted position of p's run of equal hashes
-    pos = torch.arange(n, device=items.device)
-    starts = torch.ones(n, dtype=torch.bool, device=items.device)
-    starts[1:] = ~same
-    run_start = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), 0).values
-    in_run = ~starts
-    in_run[:-1] |= same  # positions whose run has at least two members
-    p = pos[in_run]
-    first = order[run_start[p]]
-    equal = (items[order[p]].float() == items[first].float()).all(1)
-    members, heads = order[p][equal], first[equal]
-    # a group is named by its smallest index; a run's first sorted element is its smallest (stable sort)
-    has_dup = torch.zeros(n, dtype=torch.bool, device=items.device)
-    has_dup[heads[members != heads]] = True
-    keep = has_dup[heads]
-    group[members[keep]] = heads[keep]
+    shared = torch.zeros(n, dtype=torch.bool, device=items.device)
+    shared[1:] |= same
+    shared[:-1] |= same
+    cand = order[shared]  # rows sharing their key with another row
+    _, inverse, counts = torch.unique(items[cand].float() + 0.0, dim=0, return_inverse=True, return_counts=True)
+    dup = counts[inverse] > 1
+    if not bool(dup.any()):
+        return group
+    head = torch.full((len(counts),), n, dtype=torch.long, device=items.device)
+    head = head.scatter_reduce(0, inverse, cand, reduce="amin")
+    group[cand[dup]] = head[inverse[dup]]
     return group
 
 
-def _mask_pairs(targets: Tensor, history: Tensor | None, group: Tensor) -> tuple[Tensor, Tensor]:
+def _mask_pairs(targets: Tensor, history: Tensor | None, group: Tensor,
+                sorted_groups: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
     """(rows, cols) of the scores to drop for a block of users, sorted by column.
 
     Always the target itself; with ``history``, the user's history items other than the target; and every other
     item whose vector equals the target's (an exact tie, which the strict comparison does not count).
+    ``sorted_groups`` is ``torch.sort(group)`` (values, indices), or ``None`` when no item has a duplicate.
     """
     rows = [torch.arange(len(targets), device=targets.device)]
     cols = [targets]
@@ -129,10 +102,10 @@ def _mask_pairs(targets: Tensor, history: Tensor | None, group: Tensor) -> tuple
         r, c = ((history >= 0) & (history != targets[:, None])).nonzero(as_tuple=True)
         rows.append(r)
         cols.append(history[r, c])
-    g = group[targets.to(group.device)].to(targets.device)
+    g = group[targets]
     dup_users = (g >= 0).nonzero().squeeze(1)
-    if len(dup_users):
-        gid, idx = torch.sort(group.to(targets.device))
+    if sorted_groups is not None and len(dup_users):
+        gid, idx = sorted_groups
         lo = torch.searchsorted(gid, g[dup_users])
         cnt = torch.searchsorted(gid, g[dup_users], right=True) - lo
         rows.append(torch.repeat_interleave(dup_users, cnt))
@@ -172,7 +145,8 @@ def full_ranks(
     ranks = torch.zeros(n_users, dtype=torch.long, device=device)
     if n_users == 0:
         return ranks
-    group = duplicate_items(items)
+    group = duplicate_items(items).to(device)
+    sorted_groups = torch.sort(group) if bool((group >= 0).any()) else None
     # blocks of up to _USER_BLOCK users x item chunks of about max_elems / users, evenly split, <= chunk_size
     max_elems = _MAX_CHUNK_ELEMS if device.type == "cpu" else _MAX_CHUNK_ELEMS * 16
     user_block = min(n_users, _USER_BLOCK)
@@ -184,8 +158,11 @@ def full_ranks(
     for u0 in range(0, n_users, user_block):
         u1 = min(n_users, u0 + user_block)
         ub, tb = users[u0:u1], targets[u0:u1]
-        t_score = _target_scores(ub, items[tb.to(items.device)].to(device=device, dtype=torch.float32))[:, None]
-        mask_rows, mask_cols = _mask_pairs(tb, None if history is None else history[u0:u1], group)
+        # the target's score as a row-wise dot product: it may differ from the GEMM's value in the last bit, which
+        # only matters for an item tying with the target, and exact ties (identical vectors, the target's own
+        # column) are masked instead of compared
+        t_score = (ub * items[tb.to(items.device)].to(device=device, dtype=torch.float32)).sum(1, keepdim=True)
+        mask_rows, mask_cols = _mask_pairs(tb, None if history is None else history[u0:u1], group, sorted_groups)
         for i0 in range(0, n_items, chunk_size):
             i1 = min(n_items, i0 + chunk_size)
             scores = score_buf[: (u1 - u0) * (i1 - i0)].view(u1 - u0, i1 - i0)

@@ -138,3 +138,27 @@ def test_duplicate_items_groups():
     x = torch.tensor([[0.0, 1.0], [1.0, 0.0], [-0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [1.0, 0.0], [0.5, 0.5]])
     assert M.duplicate_items(x).tolist() == [0, 1, 0, 1, -1, 1, -1]
     assert M.duplicate_items(torch.randn(50, 8)).eq(-1).all()
+    # rows agreeing on every probed coordinate but not elsewhere are not duplicates
+    z = torch.zeros(5, 20)
+    z[1, 1] = 1.0
+    assert M.duplicate_items(z).tolist() == [0, -1, 0, 0, 0]
+    # against torch.unique on data with many repeated rows
+    g = torch.Generator().manual_seed(1)
+    base = torch.randint(0, 2, (6, 12), generator=g).float()
+    rows = base[torch.randint(0, 6, (40,), generator=g)]
+    _, inv = torch.unique(rows, dim=0, return_inverse=True)
+    group = M.duplicate_items(rows)
+    for i in range(40):
+        same = (inv == inv[i]).nonzero().squeeze(1)
+        assert group[i] == (same.min() if len(same) > 1 else -1)
+
+
+def test_duplicates_of_the_target_tie_across_chunks():
+    g = torch.Generator().manual_seed(3)
+    users, items = torch.randn(9, 32, generator=g), torch.randn(50, 32, generator=g)
+    targets = torch.full((9,), 4)
+    ref = full_ranks(users, items, targets)
+    dup = torch.cat([items, items[4:5], items[4:5]])  # two more copies of the target, in later chunks
+    assert torch.equal(full_ranks(users, dup, targets, chunk_size=7), ref)
+    assert torch.equal(full_ranks(users, dup, targets + 46, chunk_size=13), ref)  # a copy as the target
+    assert torch.equal(full_ranks(users[:1], dup, targets[:1] + 47), ref[:1])  # a single user (GEMV path)

@@ -1,7 +1,7 @@
 """benchmarks/baselines: exact RecBole benchmark files for a tiny canonical dataset, and the result records.
 
 Runs in the project's .venv: nothing here imports recbole (export_recbole, unisrec_to_canonical and record are
-stdlib-only by design).
+stdlib-only by design; check_split imports recbole only inside recbole_rows).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -33,6 +34,7 @@ def _load(name: str):
 export_recbole = _load("export_recbole")
 unisrec_to_canonical = _load("unisrec_to_canonical")
 record = _load("record")
+check_split = _load("check_split")
 
 # user -> (train, val, test); item 8 is in smap but never interacted with
 TINY = {"0": ([0, 1, 2], 3, 4), "1": ([5], 6, 7), "2": ([0, 1, 2, 3], 4, 5)}
@@ -187,3 +189,25 @@ def test_write_results_json_and_appended_markdown_rows(tmp_path):
         "| 2026-11-28 00:00 | tiny | GRU4Rec | 7/18 | 0.0600 | — | — | — | — | — | 1.5 min "
         "| 1 | results/tiny_GRU4Rec.json |",
     ]
+
+
+def test_recbole_order_sorts_by_float32_of_normalised_time(tmp_path):
+    """RecBole sorts by float32((t - min) / (max - min)): 1 s apart late in a long span can tie."""
+    canon = write_canonical(tmp_path / "canon", {"0": ([0, 1], 2, 3), "1": ([0], 1, 2)}, n_items=4)
+    (tmp_path / "canon" / "umap.json").write_text(json.dumps({"u0": 0, "u1": 1}))
+    (tmp_path / "canon" / "smap.json").write_text(json.dumps({"a": 0, "b": 1, "c": 2, "d": 3}))
+    t0, t1 = 874724710, 893286638  # ml-100k's first and last timestamps
+    inter = tmp_path / "x.inter"
+    inter.write_text("user_id:token\titem_id:token\ttimestamp:float\n"
+                     f"u1\ta\t{t0}\nu0\td\t{t1 - 109}\nu0\tc\t{t1 - 110}\n"  # 1 s apart, tied in float32
+                     f"u0\ta\t{t0 + 5}\nu0\tb\t{t0 + 6}\nu1\tb\t{t1}\nu1\tc\t{t1}\n")
+
+    def key(t: int) -> np.float32:
+        return np.float32((t - t0) / (t1 - t0))
+
+    assert key(t1 - 109) == key(t1 - 110) and key(t1 - 100) != key(t1 - 101)
+    out = check_split.write_recbole_order(canon, inter, tmp_path / "reordered")
+    read = {name: json.loads((out / f"{name}.json").read_text()) for name in ("train", "val", "test")}
+    # u0: a, b, then d and c tie (file order d before c) although c is 1 s older; u1: a, then b/c in file order
+    assert read == {"train": {"0": [0, 1], "1": [0]}, "val": {"0": [3], "1": [1]}, "test": {"0": [2], "1": [2]}}
+    assert json.loads((out / "smap.json").read_text()) == {"a": 0, "b": 1, "c": 2, "d": 3}

@@ -26,9 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-if not hasattr(np, "float"):
-    np.float = float  # removed alias that recbole 1.2.1 still uses
-
 HERE = Path(__file__).resolve().parent
 for path in (str(HERE.parents[1]), str(HERE)):
     if path not in sys.path:
@@ -44,6 +41,8 @@ Row = tuple[str, tuple[str, ...], str]
 
 def recbole_rows(atomic: Path, name: str, max_len: int) -> dict[str, Counter[Row]]:
     """RecBole's own augmented rows, in raw tokens."""
+    if not hasattr(np, "float"):
+        np.float = float  # removed alias that recbole 1.2.1 still uses
     from recbole.config import Config
     from recbole.data import create_dataset
 

@@ -67,12 +67,43 @@ def _round(result: dict | None) -> dict[str, float] | None:
     return None if result is None else {k: round(float(v), 6) for k, v in result.items()}
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Export (if asked), train with early stopping, test the best checkpoint; returns the result record."""
+def our_metrics(trainer, eval_data, ks: tuple[int, ...] = (10, 50)) -> dict[str, float]:
+    """Our evaluator's semantics (LEARN_SPEC section 4) on RecBole's scores of the loaded model.
+
+    rank = number of items scoring strictly higher than the target (ties favour the target; RecBole's padding id 0
+    is excluded), NDCG@k = 1/log2(rank+2) if rank < k, Recall@k = [rank < k], MRR = 1/(rank+1) with no cut-off;
+    plain mean over all rows (one per user). ``tied_rows`` counts rows where another item has the target's score.
+    """
+    import torch
+
+    trainer.model.eval()
+    trainer.tot_item_num = eval_data._dataset.item_num
+    ranks, ties = [], 0
+    with torch.no_grad():
+        for batch in eval_data:
+            _, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
+            if len(positive_u) != len(scores):
+                raise LearnError("expected exactly one target item per evaluation row")
+            target = scores[positive_u, positive_i].unsqueeze(1)
+            ranks.append((scores[positive_u] > target).sum(1))
+            ties += int(((scores[positive_u] == target).sum(1) > 1).sum())
+    rank = torch.cat(ranks).double()
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = (rank < k).double()
+        out[f"ndcg@{k}"] = round(float((hit / torch.log2(rank + 2)).mean()), 6)
+        out[f"recall@{k}"] = round(float(hit.mean()), 6)
+    out["mrr"] = round(float((1 / (rank + 1)).mean()), 6)
+    out["rows"] = len(rank)
+    out["tied_rows"] = ties
+    return out
+
+
+def _setup(args: argparse.Namespace):
+    """Export (if asked) and build RecBole's config, data loaders, model and trainer."""
     import torch
 
     torch.set_num_threads(args.threads)
-    import recbole
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
@@ -102,6 +133,37 @@ def run(args: argparse.Namespace) -> dict:
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return work, dataset_yaml, config_files, config, dataset, (train_data, valid_data, test_data), trainer
+
+
+def rescore(args: argparse.Namespace) -> Path:
+    """Add our-semantics metrics of a finished run's best checkpoint to its results JSON."""
+    from record import atomic_write_json
+
+    out = args.results_dir / f"{args.dataset}_{args.model}.json"
+    if not out.exists():
+        raise LearnError(f"{out} not found: nothing to rescore")
+    work, _, _, config, _, (_, valid_data, test_data), trainer = _setup(args)
+    checkpoints = sorted((work / "saved").glob("*.pth"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        raise LearnError(f"no checkpoint in {work / 'saved'}")
+    trainer.evaluate(valid_data, load_best_model=True, model_file=str(checkpoints[-1]))  # loads the weights
+    record = json.loads(out.read_text(encoding="utf-8"))
+    record["valid_ours"] = our_metrics(trainer, valid_data)
+    record["test_ours"] = our_metrics(trainer, test_data)
+    record["rescored_checkpoint"] = str(checkpoints[-1])
+    atomic_write_json(out, record, indent=2)
+    print(json.dumps({"valid_ours": record["valid_ours"], "test_ours": record["test_ours"]}, indent=1))
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Export (if asked), train with early stopping, test the best checkpoint; returns the result record."""
+    import recbole
+    import torch
+
+    work, dataset_yaml, config_files, config, dataset, loaders, trainer = _setup(args)
+    train_data, valid_data, test_data = loaders
 
     history: list[dict] = []
     best_epochs: list[int] = []
@@ -124,6 +186,7 @@ def run(args: argparse.Namespace) -> dict:
     train_time = time.time() - start
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     wall = time.time() - start
+    valid_ours, test_ours = our_metrics(trainer, valid_data), our_metrics(trainer, test_data)
     for epoch, loss in trainer.train_loss_dict.items():
         if epoch < len(history):
             history[epoch]["train_loss"] = round(float(loss), 6)
@@ -136,6 +199,9 @@ def run(args: argparse.Namespace) -> dict:
         "valid_metric": config["valid_metric"],
         "valid": _round(best_valid_result),
         "test": _round(test_result),
+        "valid_ours": valid_ours,
+        "test_ours": test_ours,
+        "checkpoint": trainer.saved_model_file,
         "best_epoch": best_epochs[-1] if best_epochs else None,
         "epochs_run": len(history),
         "max_epochs": config["epochs"],
@@ -176,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="exports, logs and checkpoints")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
+    parser.add_argument("--rescore", action="store_true",
+                        help="no training: add our-semantics metrics of the run's saved best checkpoint to its JSON")
     args = parser.parse_args(argv)
     args.cwd = os.getcwd()
     for name in ("work_dir", "results_dir", "results_md"):
@@ -183,12 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     args.config = [str(Path(c).resolve()) for c in args.config]
     args.canonical = args.canonical.resolve() if args.canonical else None
     try:
+        if args.rescore:
+            print(f"updated {rescore(args)}")
+            return 0
         record = run(args)
     except LearnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = write_results(record, args.results_dir, args.results_md)
-    print(json.dumps({"valid": record["valid"], "test": record["test"], "best_epoch": record["best_epoch"],
+    print(json.dumps({"valid": record["valid"], "test": record["test"], "test_ours": record["test_ours"],
+                      "best_epoch": record["best_epoch"],
                       "epochs_run": record["epochs_run"], "wall_time_s": record["wall_time_s"]}, indent=1))
     print(f"wrote {out}")
     return 0

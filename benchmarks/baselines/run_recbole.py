@@ -6,7 +6,7 @@ Writes benchmarks/baselines/results/<dataset>_<model>.json and appends a row to 
 
 Usage (CPU, one thread, lowest priority):
     OMP_NUM_THREADS=1 nice -n 19 benchmarks/baselines/.venv/bin/python benchmarks/baselines/run_recbole.py \\
-        --canonical /tmp/baselines_data/canonical/scientific_unisrec --dataset scientific_unisrec \\
+        --canonical benchmarks/out/baselines/canonical/scientific_unisrec --dataset scientific_unisrec \\
         --model SASRec --config benchmarks/baselines/configs/scientific.yaml
 """
 
@@ -138,7 +138,7 @@ def _setup(args: argparse.Namespace):
 
 def rescore(args: argparse.Namespace) -> Path:
     """Add our-semantics metrics of a finished run's best checkpoint to its results JSON."""
-    from record import atomic_write_json
+    from learn.io import atomic_write_json
 
     out = args.results_dir / f"{args.dataset}_{args.model}.json"
     if not out.exists():

@@ -274,3 +274,17 @@ def test_extract_on_a_plain_file_is_a_note(server, tmp_path, capsys):
     assert download(f"{server.url}/model.bin", "--to", str(tmp_path), "--extract") == 0
     assert "nothing extracted" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["model.bin"]
+
+
+def test_download_script_sources_parse():
+    """Every source listed at the top of scripts/download_checkpoints.sh is one `learn download` accepts (not run)."""
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "download_checkpoints.sh").read_text()
+    entries = re.findall(r'^\s+"(\w+)\|([^|]+)\|([^|]+)\|([^|]+)\|([^|"]+)"$', script, flags=re.M)
+    assert [e[0] for e in entries] == ["checkpoints", "pretrain", "finetune"]
+    kinds = [hub.parse_source(e[1]).kind for e in entries]
+    assert kinds == ["gdrive-folder", "gdrive-file", "gdrive-file"]
+    for *_, size, sha in entries:
+        assert size == "unknown" or size.isdigit()
+        assert sha == "unknown" or re.fullmatch(r"[0-9a-f]{64}", sha)

@@ -178,6 +178,7 @@ def _worker(rank: int, store: str, result_dir: str) -> None:
                 dist.all_reduce(g)
                 g /= dist.get_world_size()
         torch.save(out, f"{result_dir}/rank{rank}.pt")
+        dist.barrier()  # both ranks done with every collective before the group is torn down
     finally:
         dist.destroy_process_group()
 

@@ -85,4 +85,5 @@ def broadcast_object(obj):
 
 def cleanup() -> None:
     if dist.is_initialized():
+        dist.barrier()  # a rank tearing gloo down while another still talks to it aborts the process
         dist.destroy_process_group()

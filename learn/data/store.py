@@ -189,27 +189,29 @@ class ItemStore:
     # -- reads --------------------------------------------------------------------------------------------------
     def get(self, keys: Sequence[str]) -> np.ndarray:
         """float32 ``[len(keys), dim]`` (repeated keys allowed); missing keys raise a :class:`LearnError`."""
-        keys = list(keys)
-        if not keys:
-            return np.empty((0, self.dim), dtype=np.float32)
-        uniq = sorted(set(keys))  # sorted keys walk the B-tree in order
-        enc = [k.encode("utf-8") for k in uniq]
+        keys = keys if isinstance(keys, list) else list(keys)
+        pos = {k: i for i, k in enumerate(dict.fromkeys(keys))}  # distinct keys, first-seen order
+        buf = np.empty((len(pos), self.dim), dtype=self._np_dtype)
+        out = memoryview(buf.reshape(-1).view(np.uint8))
+        rb = self._row_bytes
+        missing: list[str] = []
         with self._get_env().begin(buffers=True) as txn:
-            found = txn.cursor().getmulti(enc)
-            if len(found) != len(enc):
-                got = {bytes(k) for k, _ in found}
-                missing = [k for k, e in zip(uniq, enc) if e not in got]
-                raise LearnError(f"item store {self.path}: {len(missing)} of {len(uniq)} requested items are missing "
-                                 f"(e.g. {_names(missing)})")
-            blob = b"".join(v for _, v in found)
-        if len(blob) != len(enc) * self._row_bytes:
-            raise LearnError(f"item store {self.path}: a value has the wrong size (expected {self._row_bytes} bytes "
-                             "per item); the store is corrupt")
-        table = np.frombuffer(blob, dtype=self._np_dtype).reshape(len(enc), self.dim)
-        if len(uniq) == len(keys) and uniq == keys:
-            return table.astype(np.float32)
-        pos = {k: i for i, k in enumerate(uniq)}
-        return table[[pos[k] for k in keys]].astype(np.float32, copy=False)
+            get = txn.get
+            for i, k in enumerate(pos):  # one zero-copy lookup per key, copied straight into the result
+                v = get(k.encode("utf-8"))
+                if v is None:
+                    missing.append(k)
+                elif len(v) != rb:
+                    raise LearnError(f"item store {self.path}: item {k!r} has {len(v)} bytes, expected {rb}; "
+                                     "the store is corrupt (a value has the wrong size)")
+                else:
+                    out[i * rb : (i + 1) * rb] = v
+        if missing:
+            raise LearnError(f"item store {self.path}: {len(missing)} of {len(pos)} requested items are missing "
+                             f"(e.g. {_names(missing)})")
+        if len(pos) != len(keys):
+            buf = buf[[pos[k] for k in keys]]
+        return buf if buf.dtype == np.float32 else buf.astype(np.float32)
 
     def get_one(self, key: str) -> np.ndarray:
         return self.get([key])[0]

@@ -7,7 +7,8 @@ only after that, so a store without ``__meta__`` (or whose entry count disagrees
 :class:`ItemStore` refuses it.
 
 :class:`ItemStore` is the reader: picklable, it opens the environment lazily in each process (and DataLoader worker)
-with ``readonly=True, lock=False, readahead=False`` and reads a batch of keys in one transaction with ``getmulti``.
+with ``readonly=True, lock=False, readahead=False`` and reads a batch of keys in one transaction, copying each
+value (a zero-copy buffer) straight into the float32 result.
 :class:`StoreWriter` builds a store in a work folder (a temporary sibling, or a persistent folder for resumable runs)
 and renames it into place on :meth:`StoreWriter.finalize`.
 """

@@ -21,12 +21,11 @@ step "2/7 statistics"
 $PY -m learn stats "$OUT/data/ml-100k"
 step "3/7 pretraining corpus from the train parts only (no val/test interactions)"
 [ -d "$OUT/data/pretrain" ] || $PY -m learn prepare --from mix "$OUT/data/ml-100k" "$OUT/data/pretrain"
-step "4/7 content extraction: all-MiniLM-L6-v2 item embeddings -> LMDB item stores"
-[ -d "$OUT/store/ml-100k" ] || $PY -m learn embed --data "$OUT/data/ml-100k" --out "$OUT/store/ml-100k"
-[ -d "$OUT/store/pretrain" ] || $PY -m learn embed --data "$OUT/data/pretrain" --out "$OUT/store/pretrain"
+step "4/7 content extraction: all-MiniLM-L6-v2 item embeddings -> LMDB item store (serves both stages)"
+$PY -m learn embed --data "$OUT/data/ml-100k" --out "$OUT/store/ml-100k"   # a no-op when up to date
 step "5/7 pretrain (configs/demo_pretrain.yaml)"
 [ -f "$OUT/runs/pretrain/metrics.json" ] || $PY -m learn pretrain --config configs/demo_pretrain.yaml \
-  data.pretrain_corpus="$OUT/data/pretrain" data.pretrain_store="$OUT/store/pretrain" \
+  data.pretrain_corpus="$OUT/data/pretrain" data.pretrain_store="$OUT/store/ml-100k" \
   data.dataset="$OUT/data/ml-100k" data.store="$OUT/store/ml-100k" log.output_dir="$OUT/runs" "${extra[@]}"
 step "6/7 finetune from the pretrained weights (configs/demo_finetune.yaml)"
 [ -f "$OUT/runs/finetune/metrics.json" ] || $PY -m learn finetune --config configs/demo_finetune.yaml \

@@ -299,9 +299,10 @@ def from_mix(
 ) -> tuple[PretrainCorpus, list[str]]:
     """Pretraining corpus from the train parts of canonical datasets (test items never enter it).
 
-    Item keys stay as they are for a dataset whose keys all look like Amazon ASINs (10 upper-case letters or
-    digits; the same ASIN in two Amazon datasets is the same product); every key of any other dataset becomes
-    ``"<dataset name>:<key>"``. dev = each user's train + val sequence (``--dev val``) or, with
+    Item keys stay as they are for a single source, and for a dataset whose keys all look like Amazon ASINs (10
+    upper-case letters or digits; the same ASIN in two Amazon datasets is the same product); with several sources,
+    every key of any other dataset becomes ``"<dataset name>:<key>"``. (A single source keeps its keys so its item
+    store serves the corpus too.) dev = each user's train + val sequence (``--dev val``) or, with
     ``--dev holdout``, the train sequences of a seeded random ``--dev-fraction`` of users, removed from train.
     """
     datasets = [load_dataset(_folder(s)) for s in sources]
@@ -316,7 +317,8 @@ def from_mix(
         return len(seq) >= min_len and (max_len is None or len(seq) <= max_len)
 
     for ds in datasets:
-        prefix = "" if all(ASIN.fullmatch(k) for k in ds.item_keys) else f"{ds.name}:"
+        keep = len(datasets) == 1 or all(ASIN.fullmatch(k) for k in ds.item_keys)
+        prefix = "" if keep else f"{ds.name}:"
         keys = [prefix + k for k in ds.item_keys]
         for key, orig, text in zip(keys, ds.item_keys, ds.texts()):
             if key in texts and texts[key] != text:

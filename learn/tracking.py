@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ class MetricLogger:
         import wandb
 
         id_file = run_dir / "wandb_id.txt"  # same wandb run across resumes
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
         run = wandb.init(project=project, name=name or None, entity=entity or None, config=config, dir=str(run_dir),
                          id=run_id, resume="allow")

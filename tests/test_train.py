@@ -182,3 +182,20 @@ def test_torchrun_two_gloo_processes_through_launchers(tiny):
     assert ft.returncode == 0, ft.stderr[-3000:]
     metrics = json.loads((tmp / "runs" / "finetune-tiny" / "metrics.json").read_text())
     assert metrics["test"]["users"] == 40
+
+
+def test_wandb_offline_logs_without_network(tiny, monkeypatch):
+    tmp, data, store = tiny
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _run(_finetune_args(tmp, data, store, "train.epochs=1", "log.wandb=true", "log.run_name=wb"))
+    run = tmp / "runs" / "wb"
+    assert (run / "wandb_id.txt").exists()
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert offline, "wandb offline run folder missing"
+
+
+def test_bf16_autocast_on_cpu_runs(tiny):
+    tmp, data, store = tiny
+    result = _run(_finetune_args(tmp, data, store, "train.epochs=1", "train.precision=bf16", "log.run_name=bf16"))
+    assert result["test"]["users"] == 40

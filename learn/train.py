@@ -176,7 +176,8 @@ class Trainer:
         mode = t.stage
         window = t.dense_target_window if self.loss == "dense" else 0
         self.train_set = SequenceSamples(
-            seqs, cfg.data.max_history, mode=mode, positions=t.loss_positions, window=window, seed=t.seed
+            seqs, cfg.data.max_history, mode=mode, positions=t.loss_positions, window=window, seed=t.seed,
+            all_prefixes=t.sampling == "all_prefixes",
         )
         stream = self.table is None
         self.collate = Collator(self.store if stream else None, self.keys if stream else None)

@@ -47,10 +47,11 @@ class SequenceSamples(Dataset):
     With ``positions="target"`` the loss is read only at the split point; with ``positions="all"`` the history window
     ``seq[t-L:t]`` predicts ``seq[t-L+1:t+1]`` at every position (the causal mask makes this one forward pass), and t is
     drawn so long sequences are covered (finetune: the end of the sequence unless longer than the window).
+    ``all_prefixes=True`` replaces the random draw by every allowed split point, each one sample per epoch.
     """
 
     def __init__(self, sequences: Sequence[Sequence[int]], max_history: int, mode: str = "finetune",
-                 positions: str = "all", window: int = 0, seed: int = 0):
+                 positions: str = "all", window: int = 0, seed: int = 0, all_prefixes: bool = False):
         self.sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
         self.max_history = max_history
         self.mode = mode
@@ -58,12 +59,20 @@ class SequenceSamples(Dataset):
         self.window = window
         self.seed = seed
         self.epoch = 0
+        self.pairs = None
+        if all_prefixes:  # every allowed split point is one sample per epoch (SASRec/RecBole-style augmentation)
+            lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
+            lows = np.maximum(lengths // 2, 1) if mode == "pretrain" else np.ones_like(lengths)
+            counts = np.maximum(lengths - lows, 0)
+            seq_idx = np.repeat(np.arange(len(lengths)), counts)
+            starts = np.repeat(np.cumsum(counts) - counts, counts)
+            self.pairs = np.stack([seq_idx, np.arange(len(seq_idx)) - starts + lows[seq_idx]], axis=1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.sequences)
+        return len(self.sequences) if self.pairs is None else len(self.pairs)
 
     def _split_point(self, n: int, rng: np.random.Generator) -> int:
         if self.positions == "all" and self.mode == "finetune":
@@ -74,9 +83,12 @@ class SequenceSamples(Dataset):
         return int(rng.integers(lo, n))
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        seq = self.sequences[index]
-        rng = _rng(self.seed, self.epoch, index)
-        t = self._split_point(len(seq), rng)
+        if self.pairs is not None:
+            seq_index, t = (int(v) for v in self.pairs[index])
+            seq = self.sequences[seq_index]
+        else:
+            seq = self.sequences[index]
+            t = self._split_point(len(seq), _rng(self.seed, self.epoch, index))
         start = max(0, t - self.max_history)
         hist = seq[start:t]
         if self.positions == "all":

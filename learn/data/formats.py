@@ -180,6 +180,17 @@ def _missing_meta_warning(where: Path, keys: Iterable[str], meta: dict, what: st
     return [f"{where}: {len(missing):,} {what} have no entry in meta_data.json (e.g. {example!r}); their text is empty"]
 
 
+def _text_map(keys: list[str], item_texts: dict[str, str] | None, meta: dict[str, dict]) -> dict[str, str]:
+    """{key: text} for keys with text: the stored item text, else the template over the key's meta."""
+    out = {}
+    for key in progress(keys, "item texts"):
+        text = item_texts.get(key) if item_texts is not None else None
+        text = item_text(meta.get(key)) if text is None else text
+        if text:
+            out[key] = text
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- finetune dataset
 @dataclass
 class SeqDataset:
@@ -235,13 +246,7 @@ class SeqDataset:
 
     def text_map(self) -> dict[str, str]:
         """{item key: text} for smap items that have text, in index order (what product2text.dict holds)."""
-        out = {}
-        for key in self.item_keys:
-            text = self.item_texts.get(key) if self.item_texts is not None else None
-            text = item_text(self.meta.get(key)) if text is None else text
-            if text:
-                out[key] = text
-        return out
+        return _text_map(self.item_keys, self.item_texts, self.meta)
 
     def texts(self) -> list[str]:
         """Item text in index order ("" for an item without meta or text)."""
@@ -422,18 +427,8 @@ class PretrainCorpus:
     def num_interactions(self) -> int:
         return sum(map(len, self.train)) + sum(map(len, self.dev))
 
-    def text_map(self) -> dict[str, str]:
-        out = {}
-        for key in progress(self.item_keys, "item texts"):
-            text = self.item_texts.get(key) if self.item_texts is not None else None
-            text = item_text(self.meta.get(key)) if text is None else text
-            if text:
-                out[key] = text
-        return out
-
-    def texts(self) -> list[str]:
-        m = self.text_map()
-        return [m.get(k, "") for k in self.item_keys]
+    text_map = SeqDataset.text_map
+    texts = SeqDataset.texts
 
 
 def read_sequences(path: Path) -> list[list[str]]:

@@ -29,6 +29,7 @@ import lmdb
 import numpy as np
 
 from learn.errors import LearnError
+from learn.io import replace_dir
 
 META_KEY = b"__meta__"
 RESERVED_KEYS = frozenset({META_KEY})
@@ -272,15 +273,9 @@ class ItemStore:
 
 
 def _move_into_place(src: Path, dst: Path, overwrite: bool) -> None:
-    if dst.exists():
-        if not overwrite:
-            raise LearnError(f"{dst} already exists (pass --overwrite to replace it)")
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+    if dst.exists() and not overwrite:
+        raise LearnError(f"{dst} already exists (pass --overwrite to replace it)")
+    replace_dir(src, dst)
 
 
 class StoreWriter:

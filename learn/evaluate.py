@@ -77,6 +77,18 @@ def evaluate_split(model, data: EvalData, split: str, max_history: int = 40, bat
     return metrics
 
 
+def _run_max_history(weights: Path, default: int = 40) -> int:
+    """data.max_history from the config.yaml saved with the weights (a training run's), else ``default``."""
+    import yaml
+
+    path = (weights.parent if weights.suffix == ".safetensors" else weights) / "config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+        return int(cfg.get("data", {}).get("max_history", default))
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return default
+
+
 def main(argv: list[str]) -> int:
     from learn.checkpoint import resolve_weights
     from learn.model import load_pretrained
@@ -86,7 +98,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--store", required=True, help="item store of that dataset")
     p.add_argument("--split", choices=["test", "val", "both"], default="both")
-    p.add_argument("--max-history", type=int, default=40)
+    p.add_argument("--max-history", type=int, default=None,
+                   help="history items per user (default: the run's data.max_history, else 40)")
     p.add_argument("--ks", default="10,50")
     p.add_argument("--mask-history", action="store_true", help="exclude history items from the ranking")
     p.add_argument("--average", choices=["user", "batch"], default="user",
@@ -103,6 +116,8 @@ def main(argv: list[str]) -> int:
     device = pick_device(args.device)
     weights = resolve_weights(args.ckpt)
     model = load_pretrained(weights).to(device)
+    if args.max_history is None:
+        args.max_history = _run_max_history(weights)
     data = load_eval_data(args.data, args.store)
     if data.store.dim != model.cfg.input_dim:
         raise LearnError(f"{args.store}: item vectors have dim {data.store.dim}, the model expects "

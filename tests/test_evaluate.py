@@ -19,7 +19,7 @@ def trained(tmp_path_factory):
     data, store = make_tiny_dataset(tmp)
     args = [*TINY_MODEL, f"data.dataset={data}", f"data.store={store}", f"log.output_dir={tmp / 'runs'}",
             "log.run_name=ft", "log.wandb=false", "log.progress=false", "train.batch_size=8", "train.epochs=3",
-            "train.lr=3e-3", "train.stage=finetune"]
+            "train.lr=3e-3", "train.stage=finetune", "data.max_history=4"]  # eval must pick the run's 4
     Trainer(load_config(None, args)).fit()
     return tmp, data, store
 

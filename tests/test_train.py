@@ -199,3 +199,13 @@ def test_bf16_autocast_on_cpu_runs(tiny):
     tmp, data, store = tiny
     result = _run(_finetune_args(tmp, data, store, "train.epochs=1", "train.precision=bf16", "log.run_name=bf16"))
     assert result["test"]["users"] == 40
+
+
+def test_separate_item_tower_under_two_gloo_ranks(tiny):
+    tmp, data, store = tiny
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    args = _finetune_args(tmp, data, store, "train.epochs=1", "model.item_tower=separate", "log.run_name=sep")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "learn", "finetune", *args], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp / "runs" / "sep" / "metrics.json").read_text())["test"]["users"] == 40

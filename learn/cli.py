@@ -42,11 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
+    return guarded(lambda args: getattr(importlib.import_module(module_name), func_name)(args), rest)
+
+
+def guarded(func, argv: list[str] | None = None) -> int:
+    """Run ``func(argv)``: a LearnError becomes one ``error:`` line on stderr and its exit code (2)."""
     from learn.errors import LearnError
 
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
-        rc = func(rest)
+        rc = func(argv)
     except LearnError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

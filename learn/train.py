@@ -161,9 +161,7 @@ class Trainer:
                 raise LearnError("pretrain needs data.pretrain_corpus=<folder with train.json, meta_data.json>")
             corpus = load_pretrain_corpus(cfg.data.pretrain_corpus)
             smap = corpus.smap
-            self.keys = [None] * len(smap)
-            for k, i in smap.items():
-                self.keys[i] = k
+            self.keys = corpus.item_keys
             lo, hi = cfg.data.min_seq_len, cfg.data.max_seq_len
             seqs = [[smap[k] for k in s] for s in corpus.train if lo <= len(s) <= hi]
             self.store = ItemStore(cfg.data.pretrain_store or cfg.data.store)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone without installing
 
+from learn.cli import guarded  # noqa: E402
 from learn.data.formats import load_dataset, load_pretrain_corpus, write_item_texts  # noqa: E402
 from learn.data.prepare import seed_finetune_folders  # noqa: E402
-from learn.errors import LearnError  # noqa: E402
 from learn.io import atomic_write_json  # noqa: E402
 
 SHOW_MISSING = 10
@@ -44,25 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
     p.add_argument("--skip-pretrain", action="store_true", help="only the finetune datasets")
     args = p.parse_args(argv)
-    try:
-        for folder in seed_finetune_folders(args.data_root, args.datasets):
-            write_item_texts(folder, texts_from_meta(folder.name, load_dataset(folder)))
-        pretrain = args.data_root / "pretrain_data"
-        if args.skip_pretrain:
-            return 0
-        if not pretrain.is_dir():
-            print(f"{pretrain} not found: pretrain texts skipped")
-            return 0
-        corpus = load_pretrain_corpus(pretrain)
-        if corpus.smap_generated:
-            atomic_write_json(pretrain / "smap.json", corpus.smap)
-            print(f"wrote {pretrain / 'smap.json'} ({corpus.num_items:,} items, first seen over train then dev)")
-        write_item_texts(pretrain, texts_from_meta("pretrain_data", corpus))
-    except LearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    for folder in seed_finetune_folders(args.data_root, args.datasets):
+        write_item_texts(folder, texts_from_meta(folder.name, load_dataset(folder)))
+    pretrain = args.data_root / "pretrain_data"
+    if args.skip_pretrain:
+        return 0
+    if not pretrain.is_dir():
+        print(f"{pretrain} not found: pretrain texts skipped")
+        return 0
+    corpus = load_pretrain_corpus(pretrain)
+    if corpus.smap_generated:
+        atomic_write_json(pretrain / "smap.json", corpus.smap)
+        print(f"wrote {pretrain / 'smap.json'} ({corpus.num_items:,} items, first seen over train then dev)")
+    write_item_texts(pretrain, texts_from_meta("pretrain_data", corpus))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone without installing
 
+from learn.cli import guarded  # noqa: E402
 from learn.data.formats import load_dataset, write_product_splits  # noqa: E402
 from learn.data.prepare import seed_finetune_folders  # noqa: E402
 from learn.errors import LearnError  # noqa: E402
@@ -23,19 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds finetune_data/")
     p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
     args = p.parse_args(argv)
-    try:
-        folders = seed_finetune_folders(args.data_root, args.datasets)
-        if not folders:
-            raise LearnError(f"no finetune dataset (a folder with smap.json) under {args.data_root}/finetune_data")
-        for folder in folders:
-            ds = load_dataset(folder)
-            write_product_splits(ds)
-            print(f"{folder}: wrote train/val/test_product.json ({ds.num_users:,} users, {ds.num_items:,} items)")
-    except LearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    folders = seed_finetune_folders(args.data_root, args.datasets)
+    if not folders:
+        raise LearnError(f"no finetune dataset (a folder with smap.json) under {args.data_root}/finetune_data")
+    for folder in folders:
+        ds = load_dataset(folder)
+        write_product_splits(ds)
+        print(f"{folder}: wrote train/val/test_product.json ({ds.num_users:,} users, {ds.num_items:,} items)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))

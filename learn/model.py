@@ -100,6 +100,41 @@ class BertLayer(nn.Module):
         x = self.attn_norm(x + self.dropout(self.attn_out(ctx)))
         return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
 
+    def forward_packed(self, x: Tensor, flat: Tensor, shape: tuple[int, int], attn_mask: Tensor | None,
+                       query: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Tensor:
+        """The same layer on packed tokens: x [T,h] holds only the computed positions ``flat`` (indices into B*L).
+
+        Every per-token op (q/k/v, output dense, FFN, LayerNorms, dropout) runs on the T packed rows only; attention
+        scatters k/v (and q) to the padded [B,H,L,d] layout, where positions outside ``flat`` are zero and never
+        attended by a computed query. ``attn_mask`` is [B,1,L,L] bool, or None for a plain causal mask.
+
+        ``query = (batch row, position, packed row, [Q,L] mask)``: compute only those Q queries (the readout of
+        the last layer) and return [Q,h] in that order; keys/values still use every packed row.
+        """
+        b, n = shape
+        h = x.shape[1]
+        heads, d = self.num_heads, self.head_dim
+        p = self.p if self.training else 0.0
+        w, bias = self.qkv.weight, self.qkv.bias
+        if query is None:
+            packed = self.qkv(x)
+            qkv = packed.new_zeros(b * n, 3 * h).index_copy(0, flat, packed)
+            q, k, v = qkv.view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p,
+                                                 is_causal=attn_mask is None)
+            ctx = ctx.transpose(1, 2).reshape(b * n, h).index_select(0, flat)
+        else:
+            qb, qp, rows, qmask = query
+            packed = F.linear(x, w[h:], bias[h:])
+            kv = packed.new_zeros(b * n, 2 * h).index_copy(0, flat, packed)
+            k, v = kv.view(b, n, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+            x = x.index_select(0, rows)  # residual stream at the query rows
+            q = F.linear(x, w[:h], bias[:h]).view(-1, heads, 1, d)
+            ctx = F.scaled_dot_product_attention(q, k[qb], v[qb], attn_mask=qmask[:, None, None, :], dropout_p=p)
+            ctx = ctx.reshape(-1, h)
+        x = self.attn_norm(x + self.dropout(self.attn_out(ctx)))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
+
 
 class Tower(nn.Module):
     """adaptor Linear [+ extra input, e.g. item-ID embedding] [+ learned positions] -> BERT layers -> projection."""
@@ -112,12 +147,22 @@ class Tower(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, cfg.output_dim)
 
     def forward(self, x: Tensor, mask: Tensor | None, extra: Tensor | None = None,
-                readout: Tensor | None = None) -> Tensor:
-        """x [B,L,D], mask [B,L] bool -> [B,L,out] L2-normalised (at least float32), or [B,1,out] at ``readout``."""
+                readout: Tensor | None = None, select: Tensor | None = None) -> Tensor:
+        """x [B,L,D], mask [B,L] bool -> [B,L,out] L2-normalised (at least float32), or [B,1,out] at ``readout``.
+
+        ``select`` [B,L] bool returns only ``forward(x, mask, extra)[select]`` ([M,out]); with ``select`` or
+        ``readout`` the positions that are neither real nor wanted are never computed (see :meth:`_packed`).
+        """
         b, n, _ = x.shape
         w = self.adaptor.weight
         if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
             x = x.to(w.dtype)
+        if mask is not None and n > 1 and (readout is not None or select is not None):
+            if select is None:
+                select = torch.zeros(b, n, dtype=torch.bool, device=x.device)
+                select[torch.arange(b, device=x.device), readout] = True
+                return self._packed(x, mask, extra, select).unsqueeze(1)
+            return self._packed(x, mask, extra, select)
         h = self.adaptor(x)
         if extra is not None:
             h = h + extra
@@ -138,8 +183,55 @@ class Tower(nn.Module):
             h = layer(h, attn_mask, readout if (i == last and n > 1) else None)
         if readout is not None and (n == 1 or not self.layers):
             h = h[torch.arange(b, device=x.device), readout].unsqueeze(1)
+        return self._project(h)
+
+    def _project(self, h: Tensor) -> Tensor:
         out = self.proj(h)
         return F.normalize(out.float() if out.dtype in (torch.float16, torch.bfloat16) else out, dim=-1)
+
+    def _packed(self, x: Tensor, mask: Tensor, extra: Tensor | None, select: Tensor) -> Tensor:
+        """``forward(x, mask, extra)[select]`` computing only the positions in ``mask | select`` (packed).
+
+        Real positions never attend to other positions outside ``mask``, and a position outside ``mask`` attends
+        only to real keys and itself, so dropping every other position from the per-token maths changes no output
+        that is read: with right-padded short histories most of a padded batch is skipped. When every row has at
+        most one selected position (a readout, or the paper's single loss position) the last layer computes only
+        those queries. When ``mask | select`` is a prefix of every row (right padding) attention uses the fused
+        causal kernel instead of an explicit [B,1,L,L] mask.
+        """
+        b, n, _ = x.shape
+        dev = x.device
+        keep = mask | select
+        flat = keep.flatten().nonzero().squeeze(1)  # [T] computed positions, row-major
+        h = self.adaptor(x.flatten(0, 1).index_select(0, flat))
+        if extra is not None:
+            h = h + extra.flatten(0, 1).index_select(0, flat)
+        if self.position is not None:
+            if n > self.position.num_embeddings:
+                raise LearnError(f"sequence length {n} exceeds model.max_len {self.position.num_embeddings}")
+            h = h + self.position(flat % n)
+        idx = torch.arange(n, device=dev)
+        n_real, n_keep = mask.sum(1), keep.sum(1)
+        # the plain causal mask is exact when the real items are a prefix and at most one computed position follows
+        real_prefix = (mask == (idx[None, :] < n_real[:, None])).all()
+        keep_prefix = (keep == (idx[None, :] < n_keep[:, None])).all()
+        prefix = bool(real_prefix & keep_prefix & (n_keep <= n_real + 1).all())
+        attn_mask = None
+        if not prefix:
+            causal = idx[None, :] <= idx[:, None]
+            attn_mask = ((causal[None] & mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=dev)).unsqueeze(1)
+        sel_rows = select.flatten().index_select(0, flat).nonzero().squeeze(1)  # packed rows of the outputs
+        query = None
+        if self.layers and int(select.sum(1).max()) <= 1:
+            qb, qp = select.nonzero(as_tuple=True)
+            qmask = ((idx[None, :] <= qp[:, None]) & mask[qb]) | (idx[None, :] == qp[:, None])  # [Q,L]
+            query = (qb, qp, sel_rows, qmask)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer.forward_packed(h, flat, (b, n), attn_mask, query if i == last else None)
+        if query is None:
+            h = h.index_select(0, sel_rows)
+        return self._project(h)
 
 
 class LEARNModel(nn.Module):
@@ -184,6 +276,15 @@ class LEARNModel(nn.Module):
         readout = (mask.sum(1) - 1).clamp(min=0)
         return self.tower(x, mask, self._id_vectors(item_ids, mask), readout=readout).squeeze(1)
 
+    def encode_positions(self, x: Tensor, mask: Tensor, select: Tensor, item_ids: Tensor | None = None) -> Tensor:
+        """[M,output_dim] = ``encode_sequence(x, mask, item_ids)[select]`` (row-major), computing only what is read.
+
+        Positions that are neither real (``mask``) nor selected are skipped in every per-token op, and with at most
+        one selected position per row the last layer computes only those queries (the training losses read one
+        position per history with ``loss_positions=target``, every real position with ``all``).
+        """
+        return self.tower(x, mask, self._id_vectors(item_ids, mask), select=select)
+
     def encode_items(self, x: Tensor, item_ids: Tensor | None = None) -> Tensor:
         """x [N,input_dim] -> [N,output_dim]; each item is a length-1 sequence through the item tower."""
         tower = self.item_tower if self.item_tower is not None else self.tower
@@ -194,10 +295,13 @@ class LEARNModel(nn.Module):
                          checkpoint: bool = True) -> Tensor:
         """Encode the whole catalogue [N,input_dim] in chunks -> [N,output_dim].
 
-        With grad enabled and ``checkpoint`` each chunk is activation-checkpointed, so only the chunk inputs and
-        the [N,output_dim] result stay alive for backward (finetuning re-encodes the catalogue every step).
+        With grad enabled and ``checkpoint`` each chunk of a catalogue larger than one chunk is
+        activation-checkpointed, so only the chunk inputs and the [N,output_dim] result stay alive for backward
+        (finetuning re-encodes the catalogue every step). A catalogue of at most one chunk is not checkpointed: one
+        chunk's activations are alive at some point either way, and the recompute would cost another forward pass.
         """
-        use_ckpt = checkpoint and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        use_ckpt = (checkpoint and x.shape[0] > chunk_size and torch.is_grad_enabled()
+                    and any(p.requires_grad for p in self.parameters()))
         out = []
         for start in range(0, x.shape[0], chunk_size):
             xc = x[start:start + chunk_size]

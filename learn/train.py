@@ -69,8 +69,11 @@ class Objective(nn.Module):
         win_mask=None,
     ):
         ids = hist_ids if self.model.cfg.item_id_embedding else None
-        seq = self.model.encode_sequence(hist_vec, mask, ids)
-        users, targets = seq[tgt_mask], tgt_ids[tgt_mask]
+        if self.loss == "dense":  # samples positions of the whole sequence output
+            seq = self.model.encode_sequence(hist_vec, mask, ids)
+        else:  # only the loss positions: padding and, with one target per row, most of the last layer are skipped
+            users = self.model.encode_positions(hist_vec, mask, tgt_mask, ids)
+        targets = tgt_ids[tgt_mask]
         if self.loss == "softmax":
             cat_ids = torch.arange(catalogue.shape[0], device=catalogue.device)
             items = self.model.encode_catalogue(
@@ -96,6 +99,22 @@ class Objective(nn.Module):
             )
         items = self.model.encode_items(tgt_vec[tgt_mask], targets if ids is not None else None)
         return info_nce(users, items, targets, scale=self.scale)
+
+
+def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only; the fused kernel (CPU and CUDA) when every parameter is float."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    params = decay + no_decay
+    fused = bool(params) and all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params) and len(
+        {p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.lr,
+        betas=tuple(t.betas),
+        eps=t.eps,
+        fused=fused or None,
+    )
 
 
 def cosine_lambda(warmup: int, total: int, floor: float):
@@ -211,14 +230,7 @@ class Trainer:
         self.objective = Objective(
             self.model, self.loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions
         )
-        decay = [p for p in self.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=t.lr,
-            betas=tuple(t.betas),
-            eps=t.eps,
-        )
+        self.optimizer = build_optimizer(self.model, t)
         total = t.max_steps or t.epochs * self.steps_per_epoch
         warmup = t.warmup_steps if t.warmup_steps >= 0 else int(t.warmup_epochs * self.steps_per_epoch)
         self.total_steps = total

@@ -1,0 +1,330 @@
+"""Training speed of the real trainer path: sequences/s and model FLOP/s as a fraction of this machine's fp32 GEMM peak.
+
+One run measures, with the same thread count and under the same machine load:
+
+- the fp32 matmul peak: ``torch.mm`` of two 4096 x 4096 matrices, best of several (before and after the training
+  configs; the best of all is the peak);
+- for each config (pretraining with in-batch InfoNCE, finetuning with the full-catalogue softmax): optimizer steps of
+  the trainer's own code -- ``learn.train.Objective`` + ``Trainer._micro_step`` + the trainer's AdamW, batches from
+  ``learn.data.samples.SequenceSamples`` + ``Collator`` through a ``DataLoader`` as in ``Trainer._loader`` -- on
+  synthetic id sequences (lengths uniform in the config's [min, max]) over random L2-normalised item vectors held in
+  RAM (the ``data.preload_store`` path). No LMDB is read.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one real step: ``fwd`` = forward,
+``fwd+bwd`` = forward + backward as executed (activation-checkpoint recompute included). Model FLOP/s = 3 x forward
+FLOPs x steps/s (the usual MFU convention: backward = 2 x forward, recompute not counted as useful work), and the
+fraction is that over the GEMM peak. Padding positions are counted (they are computed).
+
+``--compare REV`` also measures the ``learn`` package of git revision REV (exported with ``git archive`` to a
+temporary folder) in the same run, alternating old/new workers per config, and reports new/old sequences/s.
+
+    .venv/bin/python benchmarks/bench_train.py                     # all configs, writes results/bench_train.json
+    .venv/bin/python benchmarks/bench_train.py --compare HEAD~3    # + before/after ratios against a revision
+    .venv/bin/python benchmarks/bench_train.py --quick             # seconds: tiny model, smoke test (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# name -> (config file, overrides, catalogue size, note)
+CONFIGS: dict[str, tuple[str, list[str], int, str]] = {
+    "bert4L-pretrain": ("configs/pretrain_amazon.yaml", ["train.batch_size=256"], 20000,
+                        "paper pretraining: 4-layer BERT-base, input/output 4096, history 40, InfoNCE, batch 256"),
+    "bert4L-finetune": ("configs/finetune_amazon.yaml", ["train.batch_size=256"], 5327,
+                        "paper finetuning: 4-layer BERT-base, input/output 4096, history 40, full softmax over "
+                        "5,327 items (Scientific) re-encoded every step, batch 256"),
+    "bert4L-pretrain-bf16": ("configs/pretrain_amazon.yaml", ["train.batch_size=256", "train.precision=bf16"], 20000,
+                             "as bert4L-pretrain under bf16 autocast"),
+    "scientific_cpu": ("configs/scientific_cpu.yaml", ["model.input_dim=384"], 4385,
+                       "configs/scientific_cpu.yaml (width 256, 2 layers, MiniLM 384-d input, history 50, "
+                       "all positions, batch 64), softmax over 4,385 items"),
+    "ml100k_cpu": ("configs/ml100k_cpu.yaml", ["model.input_dim=384"], 1682,
+                   "configs/ml100k_cpu.yaml (width 64, text+ID, batch 256), softmax over 1,682 items"),
+}
+DEFAULT_CONFIGS = ["bert4L-pretrain", "bert4L-finetune", "bert4L-pretrain-bf16", "scientific_cpu", "ml100k_cpu"]
+QUICK_OVERRIDES = ["model.hidden_size=32", "model.num_heads=2", "model.ffn_size=64", "model.output_dim=32",
+                   "model.input_dim=48", "model.num_layers=2", "train.batch_size=16"]
+
+
+# ------------------------------------------------------------------------------------------------------ measurements
+def gemm_peak(n: int, repeats: int, dtype_name: str = "float32") -> float:
+    """Best FLOP/s of ``torch.mm`` on two n x n matrices."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def setup(spec: dict):
+    """The trainer's objects for one config: (step function, batch iterator, model, trainer-like context, meta)."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    torch.set_num_threads(spec["threads"])
+    import learn
+    from learn import train as T
+    from learn.config import load_config
+    from learn.data.samples import Collator, SequenceSamples
+    from learn.model import LEARNModel
+
+    cfg = load_config(ROOT / spec["config"], spec["overrides"])
+    t, m = cfg.train, cfg.model
+    stage = "pretrain" if "pretrain" in spec["config"] else "finetune"
+    loss = t.loss if t.loss != "auto" else ("infonce" if stage == "pretrain" else "softmax")
+    n_items = spec["items"]
+    if m.item_id_embedding:
+        m.num_items = n_items
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    lo, hi = (cfg.data.min_seq_len, cfg.data.max_seq_len) if stage == "pretrain" else (
+        max(2, cfg.data.finetune_min_len), cfg.data.finetune_max_len or cfg.data.max_history)
+    steps, warmup = spec["steps"], spec["warmup"]
+    n_seq = t.batch_size * (steps + warmup + 2)
+    seqs = [rng.integers(0, n_items, size=int(rng.integers(lo, hi + 1))).tolist() for _ in range(n_seq)]
+    table = torch.nn.functional.normalize(torch.randn(n_items, m.input_dim), dim=-1)
+    samples = SequenceSamples(seqs, cfg.data.max_history, mode=stage, positions=t.loss_positions, seed=t.seed)
+    order = torch.randperm(len(samples)).tolist()
+    batches = [order[i:i + t.batch_size] for i in range(0, len(order) - t.batch_size + 1, t.batch_size)]
+    loader = DataLoader(samples, batch_sampler=batches, collate_fn=Collator(), num_workers=0)
+
+    model = LEARNModel(m)
+    model.train()
+    objective = T.Objective(model, loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions)
+    if hasattr(T, "build_optimizer"):
+        optimizer = T.build_optimizer(model, t)
+    else:  # revisions before build_optimizer: the trainer's inline construction
+        decay = [p for p in model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=tuple(t.betas),
+                                      eps=t.eps)
+    precision = t.precision if t.precision != "auto" else "fp32"
+    amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    ctx = argparse.Namespace(device=torch.device("cpu"), table=table, loss=loss, step_module=objective,
+                             amp_dtype=amp, cfg=cfg, model=model)
+
+    def step(batch) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        out = T.Trainer._micro_step(ctx, batch)
+        out.backward()
+        t1 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return t1 - t0, time.perf_counter() - t1
+
+    meta = {"learn_from": str(Path(learn.__file__).resolve().parents[1]), "stage": stage, "loss": loss,
+            "precision": precision, "batch": t.batch_size, "history": cfg.data.max_history, "hidden": m.hidden_size,
+            "layers": m.num_layers, "input_dim": m.input_dim, "output_dim": m.output_dim, "items": n_items,
+            "positions": t.loss_positions, "params": sum(p.numel() for p in model.parameters())}
+    return step, iter(loader), optimizer, ctx, meta
+
+
+def worker(spec: dict) -> dict:
+    """One config with the ``learn`` package on sys.path: warm-up, timed steps, one FLOP-counted step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from learn import train as T
+
+    step, it, optimizer, ctx, meta = setup(spec)
+    steps, warmup = spec["steps"], spec["warmup"]
+    for _ in range(warmup):
+        step(next(it))
+    data_s = fb_s = opt_s = 0.0
+    seqs_done = tokens = 0
+    t_start = time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        batch = next(it)
+        data_s += time.perf_counter() - t0
+        a, b = step(batch)
+        fb_s += a
+        opt_s += b
+        seqs_done += batch.hist.shape[0]
+        tokens += int(batch.hist.numel())
+    wall = time.perf_counter() - t_start
+    # FLOPs of one more real step (same shapes up to the batch's padded length)
+    batch = next(it)
+    with FlopCounterMode(display=False) as fc:
+        out = T.Trainer._micro_step(ctx, batch)
+        fwd = fc.get_total_flops()
+        out.backward()
+        fwd_bwd = fc.get_total_flops()
+    optimizer.zero_grad(set_to_none=True)
+    flops_per_seq = 3.0 * fwd / batch.hist.shape[0]
+    seq_s = seqs_done / wall
+    return {
+        **meta, "padded_len_mean": tokens / seqs_done, "steps": steps, "seq_per_s": seq_s, "step_s": wall / steps,
+        "data_frac": data_s / wall, "fwd_bwd_frac": fb_s / wall, "optimizer_frac": opt_s / wall,
+        "fwd_gflop_per_step": fwd / 1e9, "counted_fwd_bwd_gflop_per_step": fwd_bwd / 1e9,
+        "model_gflop_per_s": flops_per_seq * seq_s / 1e9,
+    }
+
+
+def profile(spec: dict, rows: int = 25) -> None:
+    """torch.profiler (CPU ops by self time) and cProfile (Python by cumulative time) over ``spec['steps']`` steps."""
+    import cProfile
+    import pstats
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step, it, _, _, meta = setup(spec)
+    for _ in range(spec["warmup"]):
+        step(next(it))
+    print(f"== {spec['name']}: {meta}")
+    t0 = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(spec["steps"]):
+            step(next(it))
+    print(f"torch.profiler: {spec['steps']} steps in {time.perf_counter() - t0:.2f} s (profiled)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+    pr = cProfile.Profile()
+    t0 = time.perf_counter()
+    pr.enable()
+    for _ in range(spec["steps"]):
+        step(next(it))
+    pr.disable()
+    print(f"cProfile: {spec['steps']} steps in {time.perf_counter() - t0:.2f} s")
+    pstats.Stats(pr).sort_stats("cumulative").print_stats(rows)
+
+
+def run_worker(learn_root: Path, spec: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(learn_root), OMP_NUM_THREADS=str(spec["threads"]))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                          env=env, capture_output=True, text=True, cwd=str(learn_root))
+    if proc.returncode != 0:
+        raise SystemExit(f"worker failed for {spec['name']} ({learn_root}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def export_rev(rev: str, dest: Path) -> str:
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", rev, "learn"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return sha
+
+
+# ------------------------------------------------------------------------------------------------------ main
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS), help="default: all")
+    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per config")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--gemm-n", type=int, default=4096)
+    parser.add_argument("--compare", metavar="REV", help="also measure learn/ of this git revision (same run)")
+    parser.add_argument("--quick", action="store_true", help="tiny model, 2 configs, seconds (smoke test)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where bench_train.json goes (default results/)")
+    parser.add_argument("--profile", action="store_true", help="profile the configs in this process; no JSON")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    import torch
+    from common import machine, machine_line, write_result
+
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    names = args.configs or (["bert4L-pretrain", "bert4L-finetune"] if args.quick else DEFAULT_CONFIGS)
+    gemm_n, repeats = (512, 3) if args.quick else (args.gemm_n, 5)
+    steps, warmup = (2, 1) if args.quick else (args.steps, args.warmup)
+    if args.profile:
+        sys.path.insert(0, str(ROOT))
+        for name in names:
+            cfg_file, overrides, items, _ = CONFIGS[name]
+            profile({"name": name, "config": cfg_file, "overrides": overrides + (QUICK_OVERRIDES if args.quick else []),
+                     "items": 300 if args.quick else items, "steps": steps, "warmup": warmup, "threads": threads})
+        return 0
+    info = machine()
+    info["torch_threads"] = threads
+    print(machine_line(info))
+    peaks = [gemm_peak(gemm_n, repeats)]
+    print(f"fp32 GEMM {gemm_n}^3 peak: {peaks[0] / 1e9:.1f} GFLOP/s")
+    bf16_peak = gemm_peak(gemm_n, repeats, "bfloat16") if any("bf16" in n for n in names) else None
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sides = [("new", ROOT)]
+        old_sha = None
+        if args.compare:
+            old_sha = export_rev(args.compare, Path(tmp))
+            sides = [("old", Path(tmp)), ("new", ROOT)]
+        for name in names:
+            cfg_file, overrides, items, note = CONFIGS[name]
+            spec = {"name": name, "config": cfg_file, "overrides": overrides + (QUICK_OVERRIDES if args.quick else []),
+                    "items": 300 if args.quick else items, "steps": steps, "warmup": warmup, "threads": threads}
+            results = {side: run_worker(root, spec) for side, root in sides}
+            for side, r in results.items():
+                row = {"config": name, "code": side if args.compare else "current", **r}
+                if args.compare:
+                    row["code_rev"] = old_sha if side == "old" else "working tree"
+                row.pop("learn_from", None)
+                rows.append(row)
+                print(f"  {name:22s} {row['code']:7s} {r['seq_per_s']:8.1f} seq/s  {r['step_s']:7.2f} s/step  "
+                      f"{r['model_gflop_per_s']:7.1f} model GFLOP/s  data {r['data_frac']:.1%}  "
+                      f"opt {r['optimizer_frac']:.1%}", flush=True)
+            if args.compare:
+                ratio = results["new"]["seq_per_s"] / results["old"]["seq_per_s"]
+                rows[-1]["speedup_vs_old"] = ratio
+                print(f"  {name:22s} new/old sequences/s = {ratio:.2f}x", flush=True)
+    peaks.append(gemm_peak(gemm_n, repeats))
+    peak = max(peaks)
+    for row in rows:
+        row["gemm_peak_gflop_per_s"] = peak / 1e9
+        row["peak_fraction"] = row["model_gflop_per_s"] * 1e9 / peak
+        if row["precision"] == "bf16" and bf16_peak:
+            row["bf16_gemm_peak_gflop_per_s"] = bf16_peak / 1e9
+    try:
+        load_end = round(os.getloadavg()[0], 2)
+    except OSError:
+        load_end = None
+
+    print(f"\nfp32 GEMM {gemm_n}^3: {', '.join(f'{p / 1e9:.1f}' for p in peaks)} GFLOP/s (peak = best "
+          f"{peak / 1e9:.1f})" + (f"; bf16 GEMM {bf16_peak / 1e9:.1f} GFLOP/s" if bf16_peak else ""))
+    head = f"{'config':22s} {'code':8s} {'batch':>5s} {'seq/s':>8s} {'s/step':>7s} {'GFLOP/s':>8s} {'of peak':>7s}"
+    print(head + f" {'data':>6s} {'opt':>6s} {'new/old':>7s}")
+    for r in rows:
+        sp = f"{r['speedup_vs_old']:.2f}x" if "speedup_vs_old" in r else ""
+        print(f"{r['config']:22s} {r['code']:8s} {r['batch']:5d} {r['seq_per_s']:8.1f} {r['step_s']:7.2f} "
+              f"{r['model_gflop_per_s']:8.1f} {r['peak_fraction']:7.1%} {r['data_frac']:6.1%} "
+              f"{r['optimizer_frac']:6.1%} {sp:>7s}")
+    notes = (f"fp32 GEMM peak = best torch.mm {gemm_n}x{gemm_n} of {len(peaks)} measurements "
+             f"({', '.join(f'{p / 1e9:.1f}' for p in peaks)} GFLOP/s; first before, last after the configs). "
+             "Model FLOP/s = 3 x forward FLOPs (FlopCounterMode, padding counted) x steps/s; peak_fraction = that "
+             "over the fp32 GEMM peak. Synthetic id sequences over random item vectors in RAM; the trainer's "
+             f"Objective, _micro_step, AdamW, SequenceSamples + Collator. {steps} timed steps after {warmup} warm-up. "
+             f"Load average {info.get('load_avg_1m')} at start, {load_end} at the end. "
+             + ("Quick smoke-test sizes (tiny model): not a measurement. " if args.quick else "")
+             + (f"old = learn/ of {old_sha}, new = working tree, measured alternately in this run. "
+                if args.compare else "")
+             + " ".join(f"{n}: {CONFIGS[n][3]}." for n in names))
+    info["load_avg_1m_end"] = load_end
+    write_result("bench_train", rows, notes, info=info, out_dir=args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -57,6 +57,36 @@ def test_missing_keys_and_check(tmp_path):
         s.check(model="baichuan")
 
 
+def test_view_cache_is_bounded_and_results_are_private(tmp_path):
+    from learn.data import store as store_mod
+
+    keys, x = _vectors(50)
+    write_store(tmp_path / "s", keys, x, _meta())
+    s = ItemStore(tmp_path / "s", view_cache=8)
+    rng = np.random.default_rng(1)
+    widest = 0
+    for _ in range(20):  # random batches, some wider than the cap: always exact, never more views than cap/batch
+        idx = rng.integers(0, 50, int(rng.integers(1, 12)))
+        widest = max(widest, len(set(idx.tolist())))
+        np.testing.assert_array_equal(s.get([keys[i] for i in idx]), x[idx])
+        assert len(s._views().map) <= max(8, widest)
+    got = s.get(keys[:3])
+    got += 1.0  # a writable copy: the store's memory map is untouched
+    np.testing.assert_array_equal(s.get(keys[:3]), x[:3])
+    store_mod._release(tmp_path / "s")  # a writer took the environment: the reader reopens it
+    np.testing.assert_array_equal(s.get(keys[5:9]), x[5:9])
+
+
+def test_reader_sees_a_store_replaced_on_disk(tmp_path):
+    keys, x = _vectors()
+    write_store(tmp_path / "s", keys, x, _meta())
+    s = ItemStore(tmp_path / "s")
+    np.testing.assert_array_equal(s.get(keys), x)
+    write_store(tmp_path / "s", keys, -x, _meta(), overwrite=True)
+    np.testing.assert_array_equal(ItemStore(tmp_path / "s").get(keys), -x)  # a new reader: the new vectors
+    np.testing.assert_array_equal(s.get(keys), x)  # the old reader keeps its consistent snapshot
+
+
 def test_picklable_and_dataloader_workers(tmp_path):
     import torch
 

@@ -252,7 +252,7 @@ def main() -> int:
     gemm_n, repeats = (512, 3) if args.quick else (args.gemm_n, 5)
     steps, warmup = (2, 1) if args.quick else (args.steps, args.warmup)
     if args.profile:
-        sys.path.insert(0, str(ROOT))
+        sys.path.append(str(ROOT))  # PYTHONPATH (e.g. an exported older learn/) comes first
         for name in names:
             cfg_file, overrides, items, _ = CONFIGS[name]
             profile({"name": name, "config": cfg_file, "overrides": overrides + (QUICK_OVERRIDES if args.quick else []),

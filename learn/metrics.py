@@ -19,6 +19,7 @@ from torch import Tensor
 _MAX_CHUNK_ELEMS = 1 << 22
 _USER_BLOCK = 1024
 _MIN_ITEM_CHUNK = 1024
+_KEY_CHUNK = 1 << 16  # rows per chunk when hashing items for duplicate detection
 
 # Published numbers (NDCG@10 / Recall@10) to print beside ours. Only the datasets and splits named in the sources.
 PUBLISHED: dict[str, dict] = {
@@ -67,9 +68,11 @@ def duplicate_items(items: Tensor, probe: int = 8) -> Tensor:
         return group
     k = min(d, probe)
     cols = torch.linspace(0, d - 1, k).round().long().to(items.device)
-    bits = (items[:, cols].float() + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into 0.0
     mult = torch.randint(1, 1 << 28, (k,), generator=torch.Generator().manual_seed(0)).to(items.device)
-    key = (bits * mult).sum(1)  # |each term| < 2**59, k <= 8 terms: no int64 overflow
+    key = torch.empty(n, dtype=torch.long, device=items.device)
+    for i0 in range(0, n, _KEY_CHUNK):  # in row chunks: the [rows, k] int64 temporaries stay small for 1M items
+        bits = (items[i0 : i0 + _KEY_CHUNK, cols].float() + 0.0).view(torch.int32).long()  # + 0.0: -0.0 -> 0.0
+        key[i0 : i0 + _KEY_CHUNK] = (bits * mult).sum(1)  # |each term| < 2**59, k <= 8 terms: no int64 overflow
     sorted_key, order = torch.sort(key)
     same = sorted_key[1:] == sorted_key[:-1]
     if not bool(same.any()):

@@ -153,6 +153,15 @@ def test_duplicate_items_groups():
         assert group[i] == (same.min() if len(same) > 1 else -1)
 
 
+def test_duplicate_items_hashed_in_row_chunks(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    base = torch.randint(0, 2, (5, 16), generator=g).float()
+    rows = base[torch.randint(0, 5, (37,), generator=g)]
+    ref = M.duplicate_items(rows)
+    monkeypatch.setattr(M, "_KEY_CHUNK", 4)  # duplicates fall in different hashing chunks
+    assert torch.equal(M.duplicate_items(rows), ref)
+
+
 def test_duplicates_of_the_target_tie_across_chunks():
     g = torch.Generator().manual_seed(3)
     users, items = torch.randn(9, 32, generator=g), torch.randn(50, 32, generator=g)

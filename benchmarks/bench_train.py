@@ -99,7 +99,7 @@ def setup(spec: dict):
     lo, hi = (cfg.data.min_seq_len, cfg.data.max_seq_len) if stage == "pretrain" else (
         max(2, cfg.data.finetune_min_len), cfg.data.finetune_max_len or cfg.data.max_history)
     steps, warmup = spec["steps"], spec["warmup"]
-    n_seq = t.batch_size * (steps + warmup + 2)
+    n_seq = t.batch_size * (spec.get("max_steps", steps) + warmup + 2)
     seqs = [rng.integers(0, n_items, size=int(rng.integers(lo, hi + 1))).tolist() for _ in range(n_seq)]
     table = torch.nn.functional.normalize(torch.randn(n_items, m.input_dim), dim=-1)
     samples = SequenceSamples(seqs, cfg.data.max_history, mode=stage, positions=t.loss_positions, seed=t.seed)
@@ -147,13 +147,17 @@ def worker(spec: dict) -> dict:
 
     step, it, optimizer, ctx, meta = setup(spec)
     steps, warmup = spec["steps"], spec["warmup"]
-    gemm_before = gemm_peak(spec["gemm_n"], 3)  # the matmul peak under this moment's machine load
+    gemm_dtype = "bfloat16" if meta["precision"] == "bf16" else "float32"
+    gemm_before = gemm_peak(spec["gemm_n"], 3, gemm_dtype)  # the matmul peak under this moment's machine load
     for _ in range(warmup):
         step(next(it))
     data_s = fb_s = opt_s = 0.0
     seqs_done = tokens = 0
     t_start = time.perf_counter()
-    for _ in range(steps):
+    done = 0  # at least `steps` steps and `min_seconds` (small configs: enough steps to average out noise)
+    while done < steps or (time.perf_counter() - t_start < spec.get("min_seconds", 0)
+                           and done < spec.get("max_steps", steps)):
+        done += 1
         t0 = time.perf_counter()
         batch = next(it)
         data_s += time.perf_counter() - t0
@@ -163,7 +167,7 @@ def worker(spec: dict) -> dict:
         seqs_done += batch.hist.shape[0]
         tokens += int(batch.hist.numel())
     wall = time.perf_counter() - t_start
-    gemm_after = gemm_peak(spec["gemm_n"], 3)
+    gemm_after = gemm_peak(spec["gemm_n"], 3, gemm_dtype)
     # FLOPs of one more real step (same shapes up to the batch's padded length)
     batch = next(it)
     with FlopCounterMode(display=False) as fc:
@@ -175,7 +179,7 @@ def worker(spec: dict) -> dict:
     flops_per_seq = 3.0 * fwd / batch.hist.shape[0]
     seq_s = seqs_done / wall
     return {
-        **meta, "padded_len_mean": tokens / seqs_done, "steps": steps, "seq_per_s": seq_s, "step_s": wall / steps,
+        **meta, "padded_len_mean": tokens / seqs_done, "steps": done, "seq_per_s": seq_s, "step_s": wall / done,
         "data_frac": data_s / wall, "fwd_bwd_frac": fb_s / wall, "optimizer_frac": opt_s / wall,
         "fwd_gflop_per_step": fwd / 1e9, "counted_fwd_bwd_gflop_per_step": fwd_bwd / 1e9,
         "model_gflop_per_s": flops_per_seq * seq_s / 1e9,
@@ -237,6 +241,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--gemm-n", type=int, default=4096)
     parser.add_argument("--compare", metavar="REV", help="also measure learn/ of this git revision (same run)")
+    parser.add_argument("--min-seconds", type=float, default=20.0,
+                        help="keep stepping (up to 200 steps) until this long: small configs average over more steps")
     parser.add_argument("--rounds", type=int, default=1, help="old/new alternations per config (best kept)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 configs, seconds (smoke test)")
     parser.add_argument("--out-dir", type=Path, default=None, help="where bench_train.json goes (default results/)")
@@ -280,7 +286,8 @@ def main() -> int:
             cfg_file, overrides, items, note = CONFIGS[name]
             spec = {"name": name, "config": cfg_file, "overrides": overrides + (QUICK_OVERRIDES if args.quick else []),
                     "items": 300 if args.quick else items, "steps": steps, "warmup": warmup, "threads": threads,
-                    "gemm_n": gemm_n}
+                    "gemm_n": gemm_n, "min_seconds": 0 if args.quick else args.min_seconds,
+                    "max_steps": steps if args.quick else max(steps, 200)}
             results: dict[str, dict] = {}
             for _ in range(args.rounds):  # alternate old/new; keep each side's fastest round
                 for side, root in sides:
@@ -307,6 +314,8 @@ def main() -> int:
         row["peak_fraction_vs_best_gemm"] = row["model_gflop_per_s"] * 1e9 / peak
         local = max(row["local_gemm_gflop_per_s"])
         row["peak_fraction"] = row["model_gflop_per_s"] / local  # against the GEMM measured around this config
+        if row["precision"] == "bf16":  # the local GEMM is bf16 there; the fp32 peak is not its ceiling
+            row.pop("peak_fraction_vs_best_gemm")
         if row["precision"] == "bf16" and bf16_peak:
             row["bf16_gemm_peak_gflop_per_s"] = bf16_peak / 1e9
     try:
@@ -322,16 +331,19 @@ def main() -> int:
         sp = f"{r['speedup_vs_old']:.2f}x" if "speedup_vs_old" in r else ""
         print(f"{r['config']:22s} {r['code']:8s} {r['batch']:5d} {r['seq_per_s']:8.1f} {r['step_s']:7.2f} "
               f"{r['model_gflop_per_s']:8.1f} {max(r['local_gemm_gflop_per_s']):7.1f} {r['peak_fraction']:7.1%} "
-              f"{r['peak_fraction_vs_best_gemm']:7.1%} {r['data_frac']:6.1%} {r['optimizer_frac']:6.1%} {sp:>7s}")
+              f"{r.get('peak_fraction_vs_best_gemm', float('nan')):7.1%} {r['data_frac']:6.1%} "
+              f"{r['optimizer_frac']:6.1%} {sp:>7s}")
     print(f"command: {command()}")
     notes = (f"fp32 GEMM peak = best torch.mm {gemm_n}x{gemm_n} of {len(peaks)} measurements "
              f"({', '.join(f'{p / 1e9:.1f}' for p in peaks)} GFLOP/s; first before, last after the configs). "
              "Model FLOP/s = 3 x forward FLOPs (FlopCounterMode, padding counted) x steps/s; peak_fraction = that "
              "over the best fp32 GEMM (same size, best of 3) measured in the same worker just before and just after "
              "its timed steps (local_gemm_gflop_per_s: the machine is shared, so this is the load-matched peak); "
-             "peak_fraction_vs_best_gemm = over the best GEMM of the whole run. Synthetic id sequences over random "
+             "peak_fraction_vs_best_gemm = over the best fp32 GEMM of the whole run; bf16 rows use a bf16 GEMM "
+             "(the dtype autocast runs the matmuls in) for their local peak. Synthetic id sequences over random "
              "item vectors in RAM; the trainer's "
-             f"Objective, _micro_step, AdamW, SequenceSamples + Collator. {steps} timed steps after {warmup} warm-up. "
+             f"Objective, _micro_step, AdamW, SequenceSamples + Collator. At least {steps} timed steps and "
+             f"{0 if args.quick else args.min_seconds:g} s (up to 200 steps) after {warmup} warm-up. "
              f"Load average {info.get('load_avg_1m')} at start, {load_end} at the end. "
              + ("Quick smoke-test sizes (tiny model): not a measurement. " if args.quick else "")
              + (f"old = learn/ of {old_sha}, new = working tree, measured alternately in this run. "

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from common import machine, machine_line, write_result  # noqa: E402
 
-from learn.metrics import full_ranks  # noqa: E402
+from learn.metrics import full_ranks, score_blocking  # noqa: E402
 
 MiB = 1 << 20
 
@@ -54,9 +54,7 @@ def best(f, reps: int) -> float:
 def gemm_only(users: torch.Tensor, items: torch.Tensor) -> None:
     """The same user/item blocking as full_ranks on CPU, matmuls only."""
     U, N = users.shape[0], items.shape[0]
-    ub = min(U, 1024)
-    cap = min(N, max(1024, (1 << 22) // ub))
-    cs = -(-N // -(-N // cap))
+    ub, cs = score_blocking(U, N, users.shape[1])
     out = torch.empty(ub * cs)
     for u0 in range(0, U, ub):
         for i0 in range(0, N, cs):
@@ -127,7 +125,8 @@ def main() -> None:
             dt = best(partial(full_ranks, users, items, t), reps)
             gm = best(partial(gemm_only, users, items), reps)
             bound = 2 * U * N * d / (peak * 1e9)
-            rows.append({"case": label, "threads": threads, "users": U, "items": N, "dim": d, "full_ranks_s": dt,
+            rows.append({"table": "speed: full_ranks vs the matmul bound", "case": label, "threads": threads,
+                         "users": U, "items": N, "dim": d, "full_ranks_s": dt,
                          "users_per_s": U / dt, "blocked_gemm_s": gm, "gemm_share": gm / dt, "peak_gflops": peak,
                          "bound_s": bound, "bound_share": bound / dt, "target": ">= 0.5 of bound",
                          "met": "yes" if bound / dt >= 0.5 else "no"})
@@ -138,9 +137,10 @@ def main() -> None:
     for N in rss_sizes:
         floor_n, _ = peak_rss(N, rss_users, 64, rank=False) if N != rss_sizes[-1] else (floor_mib, 0.0)
         rss, wall = peak_rss(N, rss_users, 64, rank=True)
-        row = {"case": f"peak RSS, {rss_users} users x {N:,} items x 64 (/usr/bin/time -v)",
+        row = {"table": "peak memory: one full_ranks call per child process under /usr/bin/time -v",
+               "case": f"{rss_users} users x {N:,} items x 64",
                "threads": default_threads, "users": rss_users,
-               "items": N, "dim": 64, "full_ranks_s": wall, "users_per_s": rss_users / wall,
+               "items": N, "dim": 64, "child_rank_s": wall,
                "item_matrix_MiB": N * 64 * 4 / MiB, "peak_rss_MiB": rss, "floor_rss_MiB": floor_n,
                "rss_over_floor_MiB": rss - floor_n, "dense_scores_MiB": rss_users * N * 4 / MiB}
         rows.append(row)

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-# fp32 score elements materialised at once (users x items of one block): 2**22 floats = 16 MiB on CPU (cache-sized,
-# reused buffers), 16x that on accelerators.
+# fp32 score elements materialised at once (users x items of one block): 2**22 floats = 16 MiB on CPU (reused
+# buffers; 4 MiB for small vectors, see score_blocking), 16x that on accelerators.
 _MAX_CHUNK_ELEMS = 1 << 22
 _USER_BLOCK = 1024
 _MIN_ITEM_CHUNK = 1024
+_SMALL_DIM = 256  # below this vector size, CPU score blocks are 4x smaller (see score_blocking)
 _KEY_CHUNK = 1 << 16  # rows per chunk when hashing items for duplicate detection
 
 # Published numbers (NDCG@10 / Recall@10) to print beside ours. Only the datasets and splits named in the sources.
@@ -119,6 +120,23 @@ def _mask_pairs(targets: Tensor, history: Tensor | None, group: Tensor,
     return rows_t[order], cols_t
 
 
+def score_blocking(n_users: int, n_items: int, dim: int, device: torch.device | str = "cpu",
+                   chunk_size: int = 65536) -> tuple[int, int]:
+    """(users per block, items per chunk) of :func:`full_ranks`: about ``max_elems`` fp32 scores at a time.
+
+    On CPU a block is 16 MiB of scores, or 4 MiB (512 users) when ``dim < 256``: with few flops per score the GEMM
+    is bound by writing its output, and a block that stays in cache is up to 2x faster (measured single-threaded
+    on a 1M x 64 catalogue). Accelerators use 16x more. Item chunks are evenly split and at most ``chunk_size``.
+    """
+    cpu = torch.device(device).type == "cpu"
+    small = cpu and dim < _SMALL_DIM
+    max_elems = (_MAX_CHUNK_ELEMS >> 2 if small else _MAX_CHUNK_ELEMS) if cpu else _MAX_CHUNK_ELEMS * 16
+    user_block = max(1, min(n_users, _USER_BLOCK // 2 if small else _USER_BLOCK))
+    n_items = max(1, n_items)
+    cap = max(1, min(chunk_size, 1 << 24, n_items, max(_MIN_ITEM_CHUNK, max_elems // user_block)))
+    return user_block, -(-n_items // -(-n_items // cap))
+
+
 @torch.no_grad()
 def full_ranks(
     users: Tensor, items: Tensor, targets: Tensor, history: Tensor | None = None, chunk_size: int = 65536
@@ -150,11 +168,7 @@ def full_ranks(
         return ranks
     group = duplicate_items(items).to(device)
     sorted_groups = torch.sort(group) if bool((group >= 0).any()) else None
-    # blocks of up to _USER_BLOCK users x item chunks of about max_elems / users, evenly split, <= chunk_size
-    max_elems = _MAX_CHUNK_ELEMS if device.type == "cpu" else _MAX_CHUNK_ELEMS * 16
-    user_block = min(n_users, _USER_BLOCK)
-    cap = max(1, min(chunk_size, 1 << 24, n_items, max(_MIN_ITEM_CHUNK, max_elems // user_block)))
-    chunk_size = -(-n_items // -(-n_items // cap))
+    user_block, chunk_size = score_blocking(n_users, n_items, users.shape[1], device, chunk_size)
     # a preallocated buffer: fresh multi-MiB tensors per block cost page faults that rival the GEMM itself
     score_buf = torch.empty(user_block * chunk_size, device=device)
     for u0 in range(0, n_users, user_block):

@@ -4,8 +4,9 @@
 
 RESULTS.md = a generated-file header, ``benchmarks/quality.md`` verbatim (hand-recorded quality runs), the
 sections of ``benchmarks/hand_recorded.md`` whose benchmark has not written JSON yet, and one section per
-``benchmarks/results/*.json`` (written by :func:`benchmarks.common.write_result`) in name order. The output depends
-only on those files, so rendering twice gives the same bytes.
+``benchmarks/results/*.json`` (written by :func:`benchmarks.common.write_result`) in name order: its machine, date,
+git revision, exact command, rows as a markdown table (rows with a ``table`` key are split into one titled table
+per value) and notes. The output depends only on those files, so rendering twice gives the same bytes.
 """
 
 from __future__ import annotations
@@ -68,12 +69,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def tables(rows: list[dict[str, Any]]) -> str:
+    """One table, or one per distinct ``table`` value of the rows (a title), in order of first appearance."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("table", "")), []).append({k: v for k, v in r.items() if k != "table"})
+    if list(groups) == [""]:
+        return table(groups[""])
+    return "\n\n".join((f"**{title}**\n\n" if title else "") + table(g) for title, g in groups.items())
+
+
 def section(doc: dict[str, Any]) -> str:
     machine = doc.get("machine") or {}
     parts = [f"## {doc.get('name', '?')}", "",
              f"- machine: {machine_line(machine) if machine else 'unknown'}",
              f"- date: {doc.get('date', '?')}, git rev `{doc.get('git', '?')}`",
-             f"- command: `{doc.get('command', '?')}`", "", table(doc.get("rows") or [])]
+             f"- command: `{doc.get('command', '?')}`", "", tables(doc.get("rows") or [])]
     if doc.get("notes"):
         parts += ["", str(doc["notes"]).strip()]
     return "\n".join(parts) + "\n"

@@ -32,7 +32,7 @@ def test_report_renders_fake_results(tmp_path):
     fake_result(res, "rank", [{"case": "sci", "users_per_s": 4321.123, "bound_share": 0.7412},
                               {"case": "1M", "users_per_s": 81.0, "peak_rss_MiB": 612.5, "extra": 3}],
                 notes="ranks are counts")
-    fake_result(res, "alpha", [{"a": 1}])
+    fake_result(res, "alpha", [{"table": "speed", "a": 1}, {"table": "memory", "b": 2.5}, {"table": "speed", "a": 3}])
     quality = tmp_path / "quality.md"
     quality.write_text("## Quality\n\n| model | NDCG |\n|---|---|\n| x | 0.06 |\n")
     hand = tmp_path / "hand.md"
@@ -56,6 +56,8 @@ def test_report_renders_fake_results(tmp_path):
     assert "| sci | 4,321 | 0.741 |  |  |" in sec
     assert "| 1M | 81 | | 612.5 | 3 |".replace("| |", "|  |") in sec
     assert "ranks are counts" in sec
+    alpha = text[text.index("## alpha"):text.index("## rank")]
+    assert "**speed**\n\n| a |\n|---|\n| 1 |\n| 3 |\n\n**memory**\n\n| b |\n|---|\n| 2.5 |" in alpha
     # deterministic, and --check agrees
     assert report.render(res, quality, hand) == text
     assert report.main(["--results", str(res), "--quality", str(quality), "--hand", str(hand), "--out", str(out),

@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--no-rank", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", type=Path, default=None,
-                    help="folder for rank.json (default benchmarks/results; with --quick benchmarks/out/quick)")
+                    help="folder for bench_rank.json (default benchmarks/results; with --quick benchmarks/out/quick)")
     a = ap.parse_args()
     if a.child is not None:
         child(a.child, a.users, a.dim, not a.no_rank)
@@ -157,7 +157,7 @@ def main() -> None:
     if a.quick:
         notes = "QUICK smoke run: sizes too small to mean anything. " + notes
     out_dir = a.out_dir or (HERE / "out" / "quick" if a.quick else None)  # quick runs stay out of RESULTS.md
-    write_result("rank", rows, notes, info=info, out_dir=out_dir)
+    write_result("bench_rank", rows, notes, info=info, out_dir=out_dir)
 
 
 if __name__ == "__main__":

@@ -321,7 +321,8 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=6, help="timed training steps per model config")
     ap.add_argument("--configs", nargs="+", default=["scientific_cpu", "pretrain_amazon"])
     ap.add_argument("--rebuild", action="store_true", help="regenerate the corpus and the store even if present")
-    ap.add_argument("--out-dir", type=Path, default=None, help="folder for scale.json (default benchmarks/results)")
+    ap.add_argument("--out-dir", type=Path, default=None,
+                    help="folder for bench_scale.json (default benchmarks/results)")
     # child-only arguments
     ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -436,7 +437,7 @@ def main() -> None:
     if a.quick:
         notes = "QUICK smoke run: sizes too small to mean anything. " + notes
     out_dir = a.out_dir or (HERE / "out" / "quick" if a.quick else None)
-    write_result("scale", rows, notes, info=info, out_dir=out_dir)
+    write_result("bench_scale", rows, notes, info=info, out_dir=out_dir)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_bench_scale_quick(tmp_path):
     p = run(PY, "benchmarks/bench_scale.py", "--quick", "--work", str(tmp_path / "w"), "--out-dir", str(tmp_path))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    doc = json.loads((tmp_path / "scale.json").read_text())
+    doc = json.loads((tmp_path / "bench_scale.json").read_text())
     measures = [r["measure"] for r in doc["rows"]]
     assert any("LMDB store" in m for m in measures)
     assert any(m.startswith("pipeline (streamed dataset)") for m in measures)
@@ -38,7 +38,7 @@ def test_bench_scale_quick(tmp_path):
 def test_bench_rank_quick(tmp_path):
     p = run(PY, "benchmarks/bench_rank.py", "--quick", "--threads", "1", "--out-dir", str(tmp_path))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    rows = json.loads((tmp_path / "rank.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "bench_rank.json").read_text())["rows"]
     assert rows[0]["users_per_s"] > 0 and 0 < rows[0]["bound_share"]
     rss = [r for r in rows if "peak_rss_MiB" in r]
     assert len(rss) == 2 and all(r["peak_rss_MiB"] >= r["floor_rss_MiB"] > 0 for r in rss)

@@ -14,7 +14,7 @@ Work per epoch: LEARN (``loss_positions: all``, histories up to 50) reads every 
 user once -- the same (prefix -> next item) pairs as RecBole's 34k augmented rows, which SASRec also scores at every
 position of one padded sequence per row.
 
-    .venv/bin/python benchmarks/bench_epoch.py [--compare REV] [--threads 2]
+    .venv/bin/python benchmarks/bench_epoch.py [--compare REV] [--threads 2 1]
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def main() -> int:
     parser.add_argument("--store", default="/tmp/evalwork/minilm_store", help="LEARN item store of the dataset")
     parser.add_argument("--config", default="configs/scientific_cpu.yaml")
     parser.add_argument("--override", nargs="*", default=[], help="extra key=value for the LEARN config")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch threads for both, one group of runs per value (default: torch's)")
     parser.add_argument("--compare", metavar="REV", help="also time learn/ of this git revision")
     parser.add_argument("--no-recbole", action="store_true")
     parser.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "out" / "bench_epoch"))
@@ -111,19 +112,17 @@ def main() -> int:
     parser.add_argument("--child", choices=["learn", "recbole"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        args.threads = args.threads[0]
         print(json.dumps(learn_child(args) if args.child == "learn" else recbole_child(args)))
         return 0
 
     import torch
-    from common import machine, machine_line, write_result
+    from common import command, machine, machine_line, write_result
 
-    args.threads = args.threads or torch.get_num_threads()
+    thread_counts = args.threads or [torch.get_num_threads()]
     info = machine()
-    info["torch_threads"] = args.threads
+    info["torch_threads"] = thread_counts
     print(machine_line(info))
-    common = ["--dataset", args.dataset, "--store", args.store, "--config", args.config, "--threads",
-              str(args.threads), "--work-dir", args.work_dir, "--override", *args.override]
-    env = {"OMP_NUM_THREADS": str(args.threads)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sides = [("working tree", str(ROOT))]
@@ -134,34 +133,44 @@ def main() -> int:
                                      check=True).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
             sides = [(sha, tmp), *sides]
-        for code, root in sides:
-            r = _child(sys.executable, ["--child", "learn", *common], {**env, "PYTHONPATH": root})
-            r.pop("learn_from", None)
-            rows.append({**r, "code": code})
-            print(f"  LEARN ({code}): epoch {r['epoch_s']:.1f} s, {r['steps']} steps, set-up {r['setup_s']:.1f} s",
-                  flush=True)
-        if not args.no_recbole:
-            py = BASELINES / ".venv" / "bin" / "python"
-            if not py.exists():
-                raise SystemExit(f"{py} not found: bash benchmarks/baselines/setup.sh")
-            r = _child(str(py), ["--child", "recbole", *common], {**env, "PYTHONPATH": str(ROOT)})
-            rows.append({**r, "code": "recbole 1.2.1"})
-            print(f"  RecBole SASRec: epoch {r['epoch_s']:.1f} s, set-up {r['setup_s']:.1f} s", flush=True)
+        for threads in thread_counts:
+            common = ["--dataset", args.dataset, "--store", args.store, "--config", args.config, "--threads",
+                      str(threads), "--work-dir", args.work_dir, "--override", *args.override]
+            env = {"OMP_NUM_THREADS": str(threads)}
+            group = []
+            for code, root in sides:
+                r = _child(sys.executable, ["--child", "learn", *common], {**env, "PYTHONPATH": root})
+                r.pop("learn_from", None)
+                group.append({**r, "code": code})
+                print(f"  LEARN ({code}, {threads} threads): epoch {r['epoch_s']:.1f} s, {r['steps']} steps, "
+                      f"set-up {r['setup_s']:.1f} s", flush=True)
+            if not args.no_recbole:
+                py = BASELINES / ".venv" / "bin" / "python"
+                if not py.exists():
+                    raise SystemExit(f"{py} not found: bash benchmarks/baselines/setup.sh")
+                r = _child(str(py), ["--child", "recbole", *common], {**env, "PYTHONPATH": str(ROOT)})
+                group.append({**r, "code": "recbole 1.2.1"})
+                print(f"  RecBole SASRec ({threads} threads): epoch {r['epoch_s']:.1f} s, set-up {r['setup_s']:.1f} s",
+                      flush=True)
+            learn_now = [r for r in group if r["system"] == "LEARN"][-1]
+            for r in group:
+                r["epoch_vs_learn"] = r["epoch_s"] / learn_now["epoch_s"]
+            rows += group
     try:
         load_end = round(os.getloadavg()[0], 2)
     except OSError:
         load_end = None
     info["load_avg_1m_end"] = load_end
-    learn_now = [r for r in rows if r["system"] == "LEARN"][-1]
-    print(f"\n{'system':16s} {'code':14s} {'epoch s':>8s} {'set-up s':>8s} {'vs LEARN':>8s}")
+    print(f"\n{'system':16s} {'code':14s} {'threads':>7s} {'epoch s':>8s} {'set-up s':>8s} {'vs LEARN':>8s}")
     for r in rows:
-        r["epoch_vs_learn"] = r["epoch_s"] / learn_now["epoch_s"]
-        print(f"{r['system']:16s} {r['code']:14s} {r['epoch_s']:8.1f} {r['setup_s']:8.1f} {r['epoch_vs_learn']:7.2f}x")
-    notes = (f"One training epoch each, no evaluation, {args.threads} torch threads, run one after the other; load "
-             f"average {info.get('load_avg_1m')} at start, {load_end} at the end. LEARN: {args.config} "
-             f"{' '.join(args.override)} on {args.dataset} with {args.store}; RecBole 1.2.1 SASRec with "
+        print(f"{r['system']:16s} {r['code']:14s} {r['threads']:7d} {r['epoch_s']:8.1f} {r['setup_s']:8.1f} "
+              f"{r['epoch_vs_learn']:7.2f}x")
+    print(f"command: {command()}")
+    notes = (f"One training epoch each, no evaluation, torch threads {thread_counts} (both systems alike), run one "
+             f"after the other; load average {info.get('load_avg_1m')} at start, {load_end} at the end. LEARN: "
+             f"{args.config} {' '.join(args.override)} on {args.dataset} with {args.store}; RecBole 1.2.1 SASRec with "
              "benchmarks/baselines/configs (batch 2048, CE over all items) on the same canonical folder exported by "
-             "export_recbole.py. epoch_vs_learn = epoch_s / LEARN (working tree) epoch_s.")
+             "export_recbole.py. epoch_vs_learn = epoch_s / LEARN (working tree) epoch_s at the same thread count.")
     write_result("bench_epoch", rows, notes, info=info, out_dir=args.out_dir)
     return 0
 

@@ -135,7 +135,8 @@ def setup(spec: dict):
     meta = {"learn_from": str(Path(learn.__file__).resolve().parents[1]), "stage": stage, "loss": loss,
             "precision": precision, "batch": t.batch_size, "history": cfg.data.max_history, "hidden": m.hidden_size,
             "layers": m.num_layers, "input_dim": m.input_dim, "output_dim": m.output_dim, "items": n_items,
-            "positions": t.loss_positions, "params": sum(p.numel() for p in model.parameters())}
+            "positions": t.loss_positions, "params": sum(p.numel() for p in model.parameters()),
+            "threads": torch.get_num_threads()}
     return step, iter(loader), optimizer, ctx, meta
 
 
@@ -243,6 +244,8 @@ def main() -> int:
     parser.add_argument("--compare", metavar="REV", help="also measure learn/ of this git revision (same run)")
     parser.add_argument("--min-seconds", type=float, default=20.0,
                         help="keep stepping (up to 200 steps) until this long: small configs average over more steps")
+    parser.add_argument("--append", action="store_true",
+                        help="merge these rows into the existing JSON (same config, code and threads replaced)")
     parser.add_argument("--rounds", type=int, default=1, help="old/new alternations per config (best kept)")
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 configs, seconds (smoke test)")
     parser.add_argument("--out-dir", type=Path, default=None, help="where bench_train.json goes (default results/)")
@@ -254,7 +257,7 @@ def main() -> int:
         return 0
 
     import torch
-    from common import command, machine, machine_line, write_result
+    from common import RESULTS_DIR, command, machine, machine_line, write_result
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -350,6 +353,15 @@ def main() -> int:
                 if args.compare else "")
              + " ".join(f"{n}: {CONFIGS[n][3]}." for n in names))
     info["load_avg_1m_end"] = load_end
+    path = (args.out_dir or RESULTS_DIR) / "bench_train.json"
+    if args.append and path.exists():
+        prev = json.loads(path.read_text())
+        key = lambda r: (r["config"], r["code"], r.get("threads"))  # noqa: E731
+        mine = {key(r) for r in rows}
+        rows = [r for r in prev["rows"] if key(r) not in mine] + rows
+        notes = (f"First run ({prev['command']}): {prev['notes']} || Appended run ({command()}, "
+                 f"{info['torch_threads']} threads): {notes}")
+        info = {**prev["machine"], "appended_run": info}
     write_result("bench_train", rows, notes, info=info, out_dir=args.out_dir)
     return 0
 

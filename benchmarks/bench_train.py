@@ -353,13 +353,17 @@ def main() -> int:
                 if args.compare else "")
              + " ".join(f"{n}: {CONFIGS[n][3]}." for n in names))
     info["load_avg_1m_end"] = load_end
+    for row in rows:
+        row["run_command"] = command()
     path = (args.out_dir or RESULTS_DIR) / "bench_train.json"
     if args.append and path.exists():
         prev = json.loads(path.read_text())
         key = lambda r: (r["config"], r["code"], r.get("threads"))  # noqa: E731
         mine = {key(r) for r in rows}
         rows = [r for r in prev["rows"] if key(r) not in mine] + rows
-        notes = (f"First run ({prev['command']}): {prev['notes']} || Appended run ({command()}, "
+        notes = (f"{prev['notes']} || Appended run ({command()}, {info['torch_threads']} threads): {notes}"
+                 if prev["notes"].startswith("First run (") else
+                 f"First run ({prev['command']}): {prev['notes']} || Appended run ({command()}, "
                  f"{info['torch_threads']} threads): {notes}")
         info = {**prev["machine"], "appended_run": info}
     write_result("bench_train", rows, notes, info=info, out_dir=args.out_dir)

@@ -107,6 +107,7 @@ def main() -> int:
                         help="torch threads for both, one group of runs per value (default: torch's)")
     parser.add_argument("--compare", metavar="REV", help="also time learn/ of this git revision")
     parser.add_argument("--no-recbole", action="store_true")
+    parser.add_argument("--append", action="store_true", help="add these rows to the existing bench_epoch.json")
     parser.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "out" / "bench_epoch"))
     parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--child", choices=["learn", "recbole"], help=argparse.SUPPRESS)
@@ -117,7 +118,7 @@ def main() -> int:
         return 0
 
     import torch
-    from common import command, machine, machine_line, write_result
+    from common import RESULTS_DIR, command, machine, machine_line, write_result
 
     thread_counts = args.threads or [torch.get_num_threads()]
     info = machine()
@@ -171,6 +172,16 @@ def main() -> int:
              f"{args.config} {' '.join(args.override)} on {args.dataset} with {args.store}; RecBole 1.2.1 SASRec with "
              "benchmarks/baselines/configs (batch 2048, CE over all items) on the same canonical folder exported by "
              "export_recbole.py. epoch_vs_learn = epoch_s / LEARN (working tree) epoch_s at the same thread count.")
+    for r in rows:
+        r["run_command"] = command()
+    path = (args.out_dir or RESULTS_DIR) / "bench_epoch.json"
+    if args.append and path.exists():  # keep the earlier rows (e.g. another thread count)
+        prev = json.loads(path.read_text())
+        for r in prev["rows"]:
+            r.setdefault("run_command", prev["command"])
+        rows = prev["rows"] + rows
+        notes = f"{prev['notes']} || Appended run ({command()}): {notes}"
+        info = {**prev["machine"], "appended_run": info}
     write_result("bench_epoch", rows, notes, info=info, out_dir=args.out_dir)
     return 0
 

@@ -33,6 +33,7 @@ class DataConfig:
     finetune_max_len: int = 0  # 0 = no upper bound (paper: 40, longer users dropped from training)
     num_workers: int = 0  # DataLoader workers (each opens the LMDB lazily)
     preload_store: bool = True  # read every needed item vector into RAM once (fast for catalogues that fit)
+    stream_corpus: bool = True  # pretrain: read sequences per sample from a flat file built once (needs smap.json)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 from learn import checkpoint as ckpt
 from learn import distributed as D
 from learn.config import RunConfig, load_config, save_config
+from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
 from learn.data.samples import Batch, Collator, SequenceSamples, lookup
 from learn.errors import LearnError
 from learn.evaluate import evaluate_split, load_eval_data
@@ -173,26 +175,22 @@ class Trainer:
             seqs = [s for s in ds.train.values() if lo <= len(s) <= hi]
             self.keys, self.store, self.table = ds.item_keys, self.eval_data.store, self.eval_data.table
         else:
-            from learn.data.formats import load_pretrain_corpus
             from learn.data.store import ItemStore
 
             if not cfg.data.pretrain_corpus:
                 raise LearnError("pretrain needs data.pretrain_corpus=<folder with train.json, meta_data.json>")
-            corpus = load_pretrain_corpus(cfg.data.pretrain_corpus)
-            smap = corpus.smap
-            self.keys = corpus.item_keys
-            lo, hi = cfg.data.min_seq_len, cfg.data.max_seq_len
-            seqs = [[smap[k] for k in s] for s in corpus.train if lo <= len(s) <= hi]
+            seqs = self._pretrain_sequences()
             self.store = ItemStore(cfg.data.pretrain_store or cfg.data.store)
             self.table = None
             if cfg.data.preload_store:
                 self.table = torch.from_numpy(self.store.get(self.keys))
-        if not seqs:
+        if not len(seqs):
             raise LearnError("no training sequences left after the length filter")
         self.input_dim = self.store.dim
         mode = t.stage
         window = t.dense_target_window if self.loss == "dense" else 0
-        self.train_set = SequenceSamples(
+        samples_cls = StreamedSequenceSamples if isinstance(seqs, SequenceFile) else SequenceSamples
+        self.train_set = samples_cls(
             seqs, cfg.data.max_history, mode=mode, positions=t.loss_positions, window=window, seed=t.seed,
             all_prefixes=t.sampling == "all_prefixes",
         )
@@ -215,6 +213,38 @@ class Trainer:
             f"{t.stage}: {len(seqs):,} training sequences, {len(self.keys):,} items, "
             f"{self.steps_per_epoch} steps/epoch on {self.dist.world_size} rank(s), device {self.device}"
         )
+
+    def _pretrain_sequences(self):
+        """The pretraining sequences (smap indices) under the length filter; sets ``self.keys``.
+
+        With ``data.stream_corpus`` and a corpus that has ``smap.json``, the sequences are converted once into a flat
+        file next to the corpus (``train.seq-<min>-<max>/``, or under the run folder when the corpus is read-only)
+        and read per sample, so no process holds the corpus in RAM; rank 0 builds it while the others wait.
+        Otherwise the whole corpus is loaded and validated in memory.
+        """
+        from learn.data.formats import load_pretrain_corpus, read_index_map, resolve
+
+        cfg = self.cfg
+        root = Path(cfg.data.pretrain_corpus)
+        lo, hi = cfg.data.min_seq_len, cfg.data.max_seq_len
+        smap_path = resolve(root / "smap.json")
+        if cfg.data.stream_corpus and smap_path.exists():
+            smap = read_index_map(smap_path, "item")
+            self.keys = sorted(smap, key=smap.__getitem__)
+            cache = None if os.access(root, os.W_OK) else self.run_dir / "corpus" / f"train.seq-{lo}-{hi}"
+            for turn in ("build", "open"):  # rank 0 builds the flat file, then the other ranks open it
+                if (turn == "build") == self.main:
+                    try:
+                        seqs = open_sequence_file(root, smap, lo, hi, cache=cache)
+                    except KeyError as e:
+                        raise LearnError(str(e.args[0])) from None
+                if self.dist.enabled:
+                    D.barrier()
+            return seqs
+        corpus = load_pretrain_corpus(root)
+        smap = corpus.smap
+        self.keys = corpus.item_keys
+        return [[smap[k] for k in s] for s in corpus.train if lo <= len(s) <= hi]
 
     def _build_model(self) -> None:
         cfg, t = self.cfg, self.cfg.train

@@ -91,6 +91,23 @@ def test_pretrain_then_finetune_from_it(tiny, loss):
     assert result["test"]["users"] == 40
 
 
+def test_streamed_corpus_trains_exactly_like_the_in_memory_one(tiny):
+    tmp, data, store = tiny
+    corpus = make_tiny_corpus(tmp, data, store)
+    weights = {}
+    for stream in ("true", "false"):
+        args = [*TINY_MODEL, f"data.pretrain_corpus={corpus}", f"data.store={store}", f"log.output_dir={tmp / 'runs'}",
+                f"log.run_name=pt-{stream}", "log.wandb=false", "log.progress=false", "train.batch_size=8",
+                "train.epochs=2", "data.min_seq_len=3", f"data.stream_corpus={stream}"]
+        _run(args, stage="pretrain")
+        ckpts = tmp / "runs" / f"pt-{stream}" / "checkpoints"
+        weights[stream] = load_file(ckpts / f"step-{max(list_steps(ckpts)):08d}" / "model.safetensors")
+    assert (corpus / "train.seq-3-40" / "meta.json").exists()  # the flat file, built once next to the corpus
+    assert weights["true"].keys() == weights["false"].keys()
+    for k, v in weights["true"].items():
+        torch.testing.assert_close(v, weights["false"][k], rtol=0, atol=0)
+
+
 _KILLER = """
 import os, signal, sys
 from learn import train

@@ -209,21 +209,8 @@ def open_sequence_file(corpus_dir: str | Path, smap: Mapping[str, int], min_len:
 class StreamedSequenceSamples(SequenceSamples):
     """:class:`SequenceSamples` over a :class:`SequenceFile`: each sample reads its sequence from disk."""
 
-    def __init__(self, sequences: SequenceFile, max_history: int, mode: str = "finetune", positions: str = "all",
-                 window: int = 0, seed: int = 0, all_prefixes: bool = False):
-        # SequenceSamples.__init__ would copy every sequence into its own array; set the same fields instead
-        self.sequences = sequences
-        self.max_history = max_history
-        self.mode = mode
-        self.positions = positions
-        self.window = window
-        self.seed = seed
-        self.epoch = 0
-        self.pairs = None
-        if all_prefixes:  # O(interactions) int64 pairs, as in SequenceSamples
-            lengths = sequences.lengths()
-            lows = np.maximum(lengths // 2, 1) if mode == "pretrain" else np.ones_like(lengths)
-            counts = np.maximum(lengths - lows, 0)
-            seq_idx = np.repeat(np.arange(len(lengths)), counts)
-            starts = np.repeat(np.cumsum(counts) - counts, counts)
-            self.pairs = np.stack([seq_idx, np.arange(len(seq_idx)) - starts + lows[seq_idx]], axis=1)
+    def _hold(self, sequences: SequenceFile) -> SequenceFile:
+        return sequences  # kept on disk: SequenceSamples would copy every sequence into its own array
+
+    def _lengths(self) -> np.ndarray:
+        return self.sequences.lengths()

@@ -52,7 +52,7 @@ class SequenceSamples(Dataset):
 
     def __init__(self, sequences: Sequence[Sequence[int]], max_history: int, mode: str = "finetune",
                  positions: str = "all", window: int = 0, seed: int = 0, all_prefixes: bool = False):
-        self.sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
+        self.sequences = self._hold(sequences)
         self.max_history = max_history
         self.mode = mode
         self.positions = positions
@@ -61,12 +61,19 @@ class SequenceSamples(Dataset):
         self.epoch = 0
         self.pairs = None
         if all_prefixes:  # every allowed split point is one sample per epoch (SASRec/RecBole-style augmentation)
-            lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
+            lengths = self._lengths()
             lows = np.maximum(lengths // 2, 1) if mode == "pretrain" else np.ones_like(lengths)
             counts = np.maximum(lengths - lows, 0)
             seq_idx = np.repeat(np.arange(len(lengths)), counts)
             starts = np.repeat(np.cumsum(counts) - counts, counts)
             self.pairs = np.stack([seq_idx, np.arange(len(seq_idx)) - starts + lows[seq_idx]], axis=1)
+
+    def _hold(self, sequences):
+        """The sequences as this dataset keeps them (in RAM: one int64 array each)."""
+        return [np.asarray(s, dtype=np.int64) for s in sequences]
+
+    def _lengths(self) -> np.ndarray:
+        return np.array([len(s) for s in self.sequences], dtype=np.int64)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

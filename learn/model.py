@@ -73,11 +73,10 @@ class BertLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, query_index: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         """x [B,L,h]; attn_mask [B,1,L,L] bool (True = may attend) or None when L == 1.
 
-        With ``query_index`` [B] only that position's output is computed (keys/values still use every position):
-        returns [B,1,h]. Used for the last layer of the user tower, where only the readout position is needed.
+        (A read-out of one position per row goes through :meth:`forward_packed`, which computes only that query.)
         """
         b, n, h = x.shape
         p = self.p if self.training else 0.0
@@ -90,13 +89,8 @@ class BertLayer(nn.Module):
             ctx = v
         else:
             q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            if query_index is not None:
-                rows = torch.arange(b, device=x.device)
-                q = q[rows, :, query_index].unsqueeze(2)  # [B,H,1,d]
-                attn_mask = attn_mask[rows, :, query_index].unsqueeze(2)  # [B,1,1,L]
-                x = x[rows, query_index].unsqueeze(1)  # residual stream at the readout position
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-            ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], h)
+            ctx = ctx.transpose(1, 2).reshape(b, n, h)
         x = self.attn_norm(x + self.dropout(self.attn_out(ctx)))
         return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
 
@@ -178,10 +172,9 @@ class Tower(nn.Module):
             # every query may attend to itself: a padded row is never fully masked (no NaN) and, because real
             # positions never attend to padded keys, padded positions cannot change any real position's output
             attn_mask = ((causal[None] & key_ok) | torch.eye(n, dtype=torch.bool, device=x.device)).unsqueeze(1)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            h = layer(h, attn_mask, readout if (i == last and n > 1) else None)
-        if readout is not None and (n == 1 or not self.layers):
+        for layer in self.layers:
+            h = layer(h, attn_mask)
+        if readout is not None:  # only without a mask or for L == 1: the masked read-out is packed (above)
             h = h[torch.arange(b, device=x.device), readout].unsqueeze(1)
         return self._project(h)
 

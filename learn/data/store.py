@@ -103,9 +103,8 @@ def _close_inherited_envs() -> None:
     """In a forked child: close the parent's environments (never use them across fork) so they can be reopened."""
     for key in [k for k in _ENVS if k[0] != os.getpid()]:
         try:
-            env = _ENVS.pop(key)
-            _drop_views(env)
-            env.close()
+            _drop_views(key)
+            _ENVS.pop(key).close()
         except lmdb.Error:
             pass
 
@@ -115,18 +114,22 @@ os.register_at_fork(after_in_child=_close_inherited_envs)
 
 def _release(path: Path) -> None:
     """Close this process's shared environment of ``path`` (so a writer may open it)."""
-    st = os.stat(path / "data.mdb")
-    env = _ENVS.pop((os.getpid(), st.st_dev, st.st_ino), None)
+    key = _env_key(path)
+    _drop_views(key)
+    env = _ENVS.pop(key, None)
     if env is not None:
-        _drop_views(env)
         env.close()
+
+
+def _env_key(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path / "data.mdb")
+    return os.getpid(), st.st_dev, st.st_ino
 
 
 def shared_env(path: str | Path) -> lmdb.Environment:
     """This process's read-only environment of the LMDB folder ``path`` (opened once, shared by all readers)."""
     path = Path(path)
-    st = os.stat(path / "data.mdb")
-    key = (os.getpid(), st.st_dev, st.st_ino)
+    key = _env_key(path)
     env = _ENVS.get(key)
     if env is None:
         env = _ENVS[key] = _open_read(path)
@@ -148,7 +151,6 @@ class _Views:
     """
 
     def __init__(self, env: lmdb.Environment, cap: int):
-        self.env = env
         self.cap = max(1, cap)
         self.txn = env.begin(buffers=True)
         self.map: dict[str, memoryview] = {}
@@ -184,12 +186,12 @@ class _Views:
             pass
 
 
-_VIEWS: dict[int, _Views] = {}
+_VIEWS: dict[tuple[int, int, int], _Views] = {}  # keyed like _ENVS
 
 
-def _drop_views(env: lmdb.Environment) -> None:
-    views = _VIEWS.pop(id(env), None)
-    if views is not None and views.env is env:
+def _drop_views(key: tuple[int, int, int]) -> None:
+    views = _VIEWS.pop(key, None)
+    if views is not None:
         views.close()
 
 
@@ -240,6 +242,7 @@ class ItemStore:
     # -- lazy per-process environment -------------------------------------------------------------------------
     def _get_env(self) -> lmdb.Environment:
         if self._env is None or self._pid != os.getpid() or not _is_open(self._env):
+            self._key = _env_key(self.path)  # this reader's snapshot: the store file as it was when opened
             self._env = shared_env(self.path)
             self._pid = os.getpid()
         return self._env
@@ -272,9 +275,9 @@ class ItemStore:
 
     def _views(self) -> _Views:
         env = self._get_env()
-        views = _VIEWS.get(id(env))
-        if views is None or views.env is not env:
-            views = _VIEWS[id(env)] = _Views(env, self.view_cache)
+        views = _VIEWS.get(self._key)
+        if views is None:
+            views = _VIEWS[self._key] = _Views(env, self.view_cache)
         return views
 
     def get_one(self, key: str) -> np.ndarray:

@@ -157,11 +157,12 @@ class _Views:
         self.lock = threading.Lock()
 
     def fill(self, keys: Sequence[str], row_bytes: int, path: Path) -> None:
+        distinct = list(dict.fromkeys(keys))
         with self.lock:  # an LMDB transaction serves one thread at a time
-            new = [k for k in dict.fromkeys(keys) if k not in self.map]
+            new = [k for k in distinct if k not in self.map]
             if len(self.map) + len(new) > self.cap:
                 self.map.clear()
-                new = list(dict.fromkeys(keys))
+                new = distinct
             get = self.txn.get
             missing: list[str] = []
             for k in new:
@@ -174,8 +175,7 @@ class _Views:
                 else:
                     self.map[k] = v
         if missing:
-            n = len(dict.fromkeys(keys))
-            raise LearnError(f"item store {path}: {len(missing)} of {n} requested items are missing "
+            raise LearnError(f"item store {path}: {len(missing)} of {len(distinct)} requested items are missing "
                              f"(e.g. {_names(missing)})")
 
     def close(self) -> None:

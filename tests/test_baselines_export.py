@@ -196,6 +196,7 @@ def test_recbole_order_sorts_by_float32_of_normalised_time(tmp_path):
     canon = write_canonical(tmp_path / "canon", {"0": ([0, 1], 2, 3), "1": ([0], 1, 2)}, n_items=4)
     (tmp_path / "canon" / "umap.json").write_text(json.dumps({"u0": 0, "u1": 1}))
     (tmp_path / "canon" / "smap.json").write_text(json.dumps({"a": 0, "b": 1, "c": 2, "d": 3}))
+    (tmp_path / "canon" / "meta_data.json").write_text(json.dumps({k: {"title": k.upper()} for k in "abcd"}))
     t0, t1 = 874724710, 893286638  # ml-100k's first and last timestamps
     inter = tmp_path / "x.inter"
     inter.write_text("user_id:token\titem_id:token\ttimestamp:float\n"
@@ -211,3 +212,7 @@ def test_recbole_order_sorts_by_float32_of_normalised_time(tmp_path):
     # u0: a, b, then d and c tie (file order d before c) although c is 1 s older; u1: a, then b/c in file order
     assert read == {"train": {"0": [0, 1], "1": [0]}, "val": {"0": [3], "1": [1]}, "test": {"0": [2], "1": [2]}}
     assert json.loads((out / "smap.json").read_text()) == {"a": 0, "b": 1, "c": 2, "d": 3}
+    # a complete dataset folder: item texts and product splits follow, so `learn embed` works on it directly
+    assert json.loads((out / "meta_data.json").read_text()) == {k: {"title": k.upper()} for k in "abcd"}
+    assert set(json.loads((out / "item_text.json").read_text())) == set("abcd")
+    assert json.loads((out / "test_product.json").read_text()) == {"0": ["c"], "1": ["c"]}

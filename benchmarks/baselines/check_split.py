@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import sys
 from collections import Counter
 from pathlib import Path
@@ -33,8 +34,9 @@ for path in (str(HERE.parents[1]), str(HERE)):
 
 from export_recbole import DEFAULT_MAX_LEN, SPLITS, build_rows, load_canonical  # noqa: E402
 
+from learn.data.formats import load_dataset, write_dataset  # noqa: E402
 from learn.errors import LearnError  # noqa: E402
-from learn.io import atomic_dir, atomic_write_json, read_json  # noqa: E402
+from learn.io import read_json  # noqa: E402
 
 Row = tuple[str, tuple[str, ...], str]
 
@@ -98,12 +100,12 @@ def write_recbole_order(canonical_dir: Path, inter_path: Path, out: Path) -> Pat
     if len(seqs) != len(umap):
         raise LearnError(f"{inter_path} has {len(seqs)} users, {canonical_dir / 'umap.json'} has {len(umap)}")
     users = sorted(seqs)
-    with atomic_dir(out, overwrite=True) as tmp:
-        atomic_write_json(tmp / "train.json", {str(u): seqs[u][:-2] for u in users})
-        atomic_write_json(tmp / "val.json", {str(u): [seqs[u][-2]] for u in users})
-        atomic_write_json(tmp / "test.json", {str(u): [seqs[u][-1]] for u in users})
-        atomic_write_json(tmp / "umap.json", umap)
-        atomic_write_json(tmp / "smap.json", smap)
+    # a complete dataset folder (item text, meta, product splits) so `learn embed`/`finetune` can use it directly
+    ds = dataclasses.replace(load_dataset(canonical_dir), root=out,
+                             train={str(u): seqs[u][:-2] for u in users},
+                             val={str(u): [seqs[u][-2]] for u in users},
+                             test={str(u): [seqs[u][-1]] for u in users})
+    write_dataset(ds, out, overwrite=True)
     return out
 
 

@@ -56,7 +56,9 @@ class TrainConfig:
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
     loss: str = "auto"  # auto (infonce for pretrain, softmax for finetune) | infonce | dense | softmax
-    sampling: str = "random"  # random: one split point per sequence and epoch | all_prefixes: every split point
+    # random: one split point per sequence and epoch | all_prefixes: every split point | windows: consecutive
+    # max_history windows from the end, every item a target once per epoch (needs loss_positions=all)
+    sampling: str = "random"
     loss_positions: str = "all"  # target: the sampled split point only (paper code) | all: next item at every position
     scale: float = 20.0  # logit scale = 1 / temperature
     mask_history: bool = False  # finetune: mask the user's history items in the softmax
@@ -210,7 +212,8 @@ def validate(cfg: RunConfig) -> None:
             f"train.loss_positions must be target or all, got {t.loss_positions!r}",
         ),
         (t.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision: unknown {t.precision!r}"),
-        (t.sampling in ("random", "all_prefixes"), f"train.sampling: unknown {t.sampling!r}"),
+        (t.sampling in ("random", "all_prefixes", "windows"), f"train.sampling: unknown {t.sampling!r}"),
+        (t.sampling != "windows" or t.loss_positions == "all", "train.sampling=windows needs train.loss_positions=all"),
         (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
         (t.lr > 0, "train.lr must be positive"),
         (cfg.model.position in ("none", "learned"), f"model.position: unknown {cfg.model.position!r}"),

@@ -192,7 +192,7 @@ class Trainer:
         samples_cls = StreamedSequenceSamples if isinstance(seqs, SequenceFile) else SequenceSamples
         self.train_set = samples_cls(
             seqs, cfg.data.max_history, mode=mode, positions=t.loss_positions, window=window, seed=t.seed,
-            all_prefixes=t.sampling == "all_prefixes",
+            sampling=t.sampling,
         )
         stream = self.table is None
         self.collate = Collator(self.store if stream else None, self.keys if stream else None)

@@ -63,11 +63,12 @@ def test_sequence_file_matches_the_trainer_filter_and_samples(tmp_path):
     again = pickle.loads(pickle.dumps(sf))  # DataLoader workers under spawn
     assert again[5].tolist() == kept[5]
     assert open_sequence_file(tmp_path, smap, min_len=3, max_len=10).folder == sf.folder  # reused
-    for all_prefixes in (False, True):
+    for sampling in ("random", "all_prefixes", "windows"):
         for mode, positions in (("pretrain", "target"), ("finetune", "all")):
-            a = SequenceSamples(kept, 4, mode=mode, positions=positions, seed=3, all_prefixes=all_prefixes, window=2)
-            b = StreamedSequenceSamples(sf, 4, mode=mode, positions=positions, seed=3, all_prefixes=all_prefixes,
-                                        window=2)
+            if sampling == "windows" and positions != "all":
+                continue
+            a = SequenceSamples(kept, 4, mode=mode, positions=positions, seed=3, sampling=sampling, window=2)
+            b = StreamedSequenceSamples(sf, 4, mode=mode, positions=positions, seed=3, sampling=sampling, window=2)
             a.set_epoch(2)
             b.set_epoch(2)
             assert len(a) == len(b)

@@ -2,6 +2,7 @@
 vector lookup (preloaded table vs streamed rows)."""
 
 import numpy as np
+import pytest
 import torch
 
 from learn.data.samples import Collator, SequenceSamples, lookup
@@ -34,11 +35,27 @@ def test_all_positions_window_targets_are_the_next_items():
 
 
 def test_all_prefixes_enumerates_every_split_point_once():
-    ds = SequenceSamples([[1, 2, 3, 4], [5, 6]], 2, mode="finetune", positions="target", all_prefixes=True)
+    ds = SequenceSamples([[1, 2, 3, 4], [5, 6]], 2, mode="finetune", positions="target", sampling="all_prefixes")
     got = [(tuple(h), int(t[-1])) for h, t, _ in (ds[i] for i in range(len(ds)))]
     assert got == [((1,), 2), ((1, 2), 3), ((2, 3), 4), ((5,), 6)]
-    pre = SequenceSamples([[1, 2, 3, 4, 5]], 4, mode="pretrain", positions="target", all_prefixes=True)
+    pre = SequenceSamples([[1, 2, 3, 4, 5]], 4, mode="pretrain", positions="target", sampling="all_prefixes")
     assert [int(pre[i][1][-1]) for i in range(len(pre))] == [3, 4, 5]  # split points 2..4
+
+
+def test_windows_make_every_item_after_the_first_a_target_once():
+    seqs = [list(range(1, 12)), [20, 21], [30], list(range(40, 45))]
+    ds = SequenceSamples(seqs, 4, mode="finetune", positions="all", sampling="windows")
+    got = [(h.tolist(), t.tolist()) for h, t, _ in (ds[i] for i in range(len(ds)))]
+    assert got == [
+        ([7, 8, 9, 10], [8, 9, 10, 11]), ([3, 4, 5, 6], [4, 5, 6, 7]), ([1, 2], [2, 3]),  # from the end, disjoint
+        ([20], [21]),  # a length-1 sequence has no target
+        ([40, 41, 42, 43], [41, 42, 43, 44]),
+    ]
+    for seq in seqs:  # each item but the first is a target exactly once
+        targets = sorted(x for _, t in got for x in t if x in seq)
+        assert targets == seq[1:]
+    with pytest.raises(ValueError, match="positions='all'"):
+        SequenceSamples(seqs, 4, positions="target", sampling="windows")
 
 
 def test_collate_and_lookup_streamed_equals_table():

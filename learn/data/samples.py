@@ -47,11 +47,18 @@ class SequenceSamples(Dataset):
     With ``positions="target"`` the loss is read only at the split point; with ``positions="all"`` the history window
     ``seq[t-L:t]`` predicts ``seq[t-L+1:t+1]`` at every position (the causal mask makes this one forward pass), and t is
     drawn so long sequences are covered (finetune: the end of the sequence unless longer than the window).
-    ``all_prefixes=True`` replaces the random draw by every allowed split point, each one sample per epoch.
+    ``sampling="all_prefixes"`` replaces the random draw by every allowed split point, each one sample per epoch
+    (RecBole's augmentation). ``sampling="windows"`` (with ``positions="all"``) cuts each sequence, from its end, into
+    consecutive windows of ``max_history`` targets, one sample each: every item after the first is a target exactly
+    once per epoch, in one causal pass per window (SASRec's own training, over the whole sequence).
     """
 
     def __init__(self, sequences: Sequence[Sequence[int]], max_history: int, mode: str = "finetune",
-                 positions: str = "all", window: int = 0, seed: int = 0, all_prefixes: bool = False):
+                 positions: str = "all", window: int = 0, seed: int = 0, sampling: str = "random"):
+        if sampling not in ("random", "all_prefixes", "windows"):
+            raise ValueError(f"unknown sampling {sampling!r}")
+        if sampling == "windows" and positions != "all":
+            raise ValueError("sampling='windows' reads a loss at every position: it needs positions='all'")
         self.sequences = self._hold(sequences)
         self.max_history = max_history
         self.mode = mode
@@ -59,14 +66,22 @@ class SequenceSamples(Dataset):
         self.window = window
         self.seed = seed
         self.epoch = 0
-        self.pairs = None
-        if all_prefixes:  # every allowed split point is one sample per epoch (SASRec/RecBole-style augmentation)
+        self.pairs = None  # fixed (sequence index, split point) samples, when not drawn per epoch
+        if sampling == "all_prefixes":  # every allowed split point is one sample per epoch
             lengths = self._lengths()
             lows = np.maximum(lengths // 2, 1) if mode == "pretrain" else np.ones_like(lengths)
-            counts = np.maximum(lengths - lows, 0)
-            seq_idx = np.repeat(np.arange(len(lengths)), counts)
-            starts = np.repeat(np.cumsum(counts) - counts, counts)
-            self.pairs = np.stack([seq_idx, np.arange(len(seq_idx)) - starts + lows[seq_idx]], axis=1)
+            self.pairs = self._enumerate(lengths, np.maximum(lengths - lows, 0), lambda k, i: k + lows[i])
+        elif sampling == "windows":  # split points n-1, n-1-L, ... (>= 1): disjoint target windows covering 1..n-1
+            lengths = self._lengths()
+            counts = np.maximum(-(-(lengths - 1) // max_history), 0)
+            self.pairs = self._enumerate(lengths, counts, lambda k, i: lengths[i] - 1 - k * max_history)
+
+    @staticmethod
+    def _enumerate(lengths: np.ndarray, counts: np.ndarray, split_point) -> np.ndarray:
+        """[S,2] (sequence index, split point): ``counts[i]`` samples of sequence i, the k-th at split_point(k, i)."""
+        seq_idx = np.repeat(np.arange(len(lengths)), counts)
+        k = np.arange(len(seq_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+        return np.stack([seq_idx, split_point(k, seq_idx)], axis=1).astype(np.int64)
 
     def _hold(self, sequences):
         """The sequences as this dataset keeps them (in RAM: one int64 array each)."""

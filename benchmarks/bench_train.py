@@ -92,7 +92,7 @@ def setup(spec: dict):
     stage = "pretrain" if "pretrain" in spec["config"] else "finetune"
     loss = t.loss if t.loss != "auto" else ("infonce" if stage == "pretrain" else "softmax")
     n_items = spec["items"]
-    if m.item_id_embedding:
+    if m.uses_item_ids:
         m.num_items = n_items
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -44,7 +44,7 @@ def encode_all(model, data: EvalData, split: str, max_history: int, batch_size: 
     users = eval_users(data.dataset, split, max_history)
     table = data.table.to(device)
     ids = torch.arange(table.shape[0], device=device)
-    with_ids = model.cfg.item_id_embedding
+    with_ids = model.cfg.uses_item_ids
     items = model.encode_catalogue(table, ids if with_ids else None, chunk_size=8192, checkpoint=False)
     out = []
     for start in range(0, len(users.users), batch_size):

@@ -35,7 +35,10 @@ class ModelConfig:
     position: str = "none"  # "none" (paper code) | "learned"
     item_tower: str = "shared"  # "shared" (same module on a length-1 sequence) | "separate" (own adaptor+encoder+proj)
     item_id_embedding: bool = False  # text+ID variant: learnable item-ID embedding added to the adaptor output
-    num_items: int = 0  # catalogue size, required when item_id_embedding
+    # learnable per-item score offset b_i (ID variant; popularity): score(u, i) = scale * (cos(u, i) + b_i), carried
+    # as one extra output coordinate (users 1, items b_i) so every loss and the ranking stay plain dot products
+    item_bias: bool = False
+    num_items: int = 0  # catalogue size, required when item_id_embedding or item_bias
     layer_norm_eps: float = 1e-12
 
     def validate(self) -> None:
@@ -49,11 +52,22 @@ class ModelConfig:
             (self.num_layers >= 0, "model.num_layers must be >= 0"),
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
             (not self.item_id_embedding or self.num_items > 0, "model.item_id_embedding needs model.num_items > 0"),
+            (not self.item_bias or self.num_items > 0, "model.item_bias needs model.num_items > 0"),
             (self.position != "learned" or self.max_len > 0, "model.position=learned needs model.max_len > 0"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise LearnError(msg)
+
+    @property
+    def uses_item_ids(self) -> bool:
+        """Whether the towers need catalogue item ids besides the item vectors."""
+        return self.item_id_embedding or self.item_bias
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the user/item embeddings the model outputs (``output_dim``, +1 with ``item_bias``)."""
+        return self.output_dim + int(self.item_bias)
 
 
 class BertLayer(nn.Module):
@@ -228,7 +242,8 @@ class Tower(nn.Module):
 
 
 class LEARNModel(nn.Module):
-    """User tower over histories + item tower over single items; outputs are L2-normalised, float32 under autocast."""
+    """User tower over histories + item tower over single items; outputs are L2-normalised, float32 under autocast
+    (with ``item_bias``, plus one coordinate: 1 for users, the item's b_i for items)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -239,6 +254,7 @@ class LEARNModel(nn.Module):
         # one ID table for both towers: an item's ID vector is a property of the item, not of the tower
         self.id_embedding = nn.Embedding(cfg.num_items, cfg.hidden_size) if cfg.item_id_embedding else None
         self.apply(self._init_weights)
+        self.item_bias = nn.Parameter(torch.zeros(cfg.num_items)) if cfg.item_bias else None
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -260,33 +276,47 @@ class LEARNModel(nn.Module):
             item_ids = torch.where(mask, item_ids, torch.zeros_like(item_ids))  # padding ids may be anything
         return self.id_embedding(item_ids)
 
+    def _users_out(self, out: Tensor) -> Tensor:
+        """User embeddings as returned: with ``item_bias`` a constant 1 is appended (it multiplies the item's b_i)."""
+        if self.item_bias is None:
+            return out
+        return torch.cat([out, out.new_ones(*out.shape[:-1], 1)], dim=-1)
+
+    def _items_out(self, out: Tensor, item_ids: Tensor | None) -> Tensor:
+        """Item embeddings as returned: with ``item_bias`` the item's b_i is appended."""
+        if self.item_bias is None:
+            return out
+        if item_ids is None:
+            raise LearnError("model.item_bias is on: item_ids are required")
+        return torch.cat([out, self.item_bias[item_ids].to(out.dtype).unsqueeze(-1)], dim=-1)
+
     def encode_sequence(self, x: Tensor, mask: Tensor, item_ids: Tensor | None = None) -> Tensor:
-        """x [B,L,input_dim] (right-padded), mask [B,L] bool (True = real item) -> [B,L,output_dim]."""
-        return self.tower(x, mask, self._id_vectors(item_ids, mask))
+        """x [B,L,input_dim] (right-padded), mask [B,L] bool (True = real item) -> [B,L,embedding_dim]."""
+        return self._users_out(self.tower(x, mask, self._id_vectors(item_ids, mask)))
 
     def encode_users(self, x: Tensor, mask: Tensor, item_ids: Tensor | None = None) -> Tensor:
-        """[B,output_dim]: the output at the last non-padding position (index ``mask.sum(1) - 1``, 0 if empty)."""
+        """[B,embedding_dim]: the output at the last non-padding position (index ``mask.sum(1) - 1``, 0 if empty)."""
         readout = (mask.sum(1) - 1).clamp(min=0)
-        return self.tower(x, mask, self._id_vectors(item_ids, mask), readout=readout).squeeze(1)
+        return self._users_out(self.tower(x, mask, self._id_vectors(item_ids, mask), readout=readout).squeeze(1))
 
     def encode_positions(self, x: Tensor, mask: Tensor, select: Tensor, item_ids: Tensor | None = None) -> Tensor:
-        """[M,output_dim] = ``encode_sequence(x, mask, item_ids)[select]`` (row-major), computing only what is read.
+        """[M,embedding_dim] = ``encode_sequence(x, mask, item_ids)[select]`` (row-major), computing only what is read.
 
         Positions that are neither real (``mask``) nor selected are skipped in every per-token op, and with at most
         one selected position per row the last layer computes only those queries (the training losses read one
         position per history with ``loss_positions=target``, every real position with ``all``).
         """
-        return self.tower(x, mask, self._id_vectors(item_ids, mask), select=select)
+        return self._users_out(self.tower(x, mask, self._id_vectors(item_ids, mask), select=select))
 
     def encode_items(self, x: Tensor, item_ids: Tensor | None = None) -> Tensor:
-        """x [N,input_dim] -> [N,output_dim]; each item is a length-1 sequence through the item tower."""
+        """x [N,input_dim] -> [N,embedding_dim]; each item is a length-1 sequence through the item tower."""
         tower = self.item_tower if self.item_tower is not None else self.tower
         ids = self._id_vectors(item_ids[:, None] if item_ids is not None else None, None)
-        return tower(x[:, None, :], None, ids).squeeze(1)
+        return self._items_out(tower(x[:, None, :], None, ids).squeeze(1), item_ids)
 
     def encode_catalogue(self, x: Tensor, item_ids: Tensor | None = None, chunk_size: int = 8192,
                          checkpoint: bool = True) -> Tensor:
-        """Encode the whole catalogue [N,input_dim] in chunks -> [N,output_dim].
+        """Encode the whole catalogue [N,input_dim] in chunks -> [N,embedding_dim].
 
         With grad enabled and ``checkpoint`` each chunk of a catalogue larger than one chunk is
         activation-checkpointed, so only the chunk inputs and the [N,output_dim] result stay alive for backward
@@ -304,7 +334,7 @@ class LEARNModel(nn.Module):
             else:
                 out.append(self.encode_items(xc, ic))
         if not out:
-            return x.new_zeros(0, self.cfg.output_dim, dtype=torch.float32)
+            return x.new_zeros(0, self.cfg.embedding_dim, dtype=torch.float32)
         return torch.cat(out)
 
     def forward(self, x: Tensor, mask: Tensor, item_ids: Tensor | None = None) -> Tensor:

@@ -70,7 +70,7 @@ class Objective(nn.Module):
         win_ids=None,
         win_mask=None,
     ):
-        ids = hist_ids if self.model.cfg.item_id_embedding else None
+        ids = hist_ids if self.model.cfg.uses_item_ids else None
         if self.loss == "dense":  # samples positions of the whole sequence output
             seq = self.model.encode_sequence(hist_vec, mask, ids)
         else:  # only the loss positions: padding and, with one target per row, most of the last layer are skipped
@@ -251,7 +251,7 @@ class Trainer:
         if cfg.model.input_dim != self.input_dim:
             self.log(f"model.input_dim set to the item store's dim {self.input_dim}")
             cfg.model.input_dim = self.input_dim
-        if cfg.model.item_id_embedding:
+        if cfg.model.uses_item_ids:
             cfg.model.num_items = len(self.keys)
         self.model = LEARNModel(cfg.model).to(self.device)
         if t.init_from:

@@ -175,6 +175,26 @@ def test_config_validation():
         model(item_id_embedding=True, num_items=3).encode_items(torch.zeros(2, D))
 
 
+def test_item_bias_adds_a_per_item_offset_to_every_dot_product(tmp_path):
+    plain, biased = model(), model(item_bias=True, num_items=5)
+    biased.load_state_dict({**plain.state_dict(), "item_bias": torch.tensor([0.0, 0.5, -1.0, 2.0, 0.25])})
+    x, mask, _ = batch()
+    items, ids = torch.randn(5, D), torch.arange(5)
+    users, cat = biased.encode_users(x, mask), biased.encode_catalogue(items, ids)
+    assert users.shape == (4, 25) and cat.shape == (5, 25) and biased.cfg.embedding_dim == 25
+    torch.testing.assert_close(users[:, -1], torch.ones(4))
+    want = plain.encode_users(x, mask) @ plain.encode_items(items).T + biased.item_bias  # cos(u, i) + b_i
+    torch.testing.assert_close(users @ cat.T, want)
+    sel = biased.encode_positions(x, mask, mask)  # the training read-out carries the same constant coordinate
+    torch.testing.assert_close(sel[:, -1], torch.ones(int(mask.sum())))
+    save_pretrained(biased, biased.cfg, tmp_path / "m")
+    torch.testing.assert_close(load_pretrained(tmp_path / "m").encode_catalogue(items, ids), cat)
+    with pytest.raises(LearnError, match="item_ids"):
+        biased.encode_items(items)
+    with pytest.raises(LearnError, match="num_items"):
+        LEARNModel(tiny(item_bias=True))
+
+
 @pytest.mark.parametrize("kw", VARIANTS)
 def test_save_load_roundtrip(tmp_path, kw):
     m = model(**kw)

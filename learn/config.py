@@ -62,6 +62,7 @@ class TrainConfig:
     loss_positions: str = "all"  # target: the sampled split point only (paper code) | all: next item at every position
     scale: float = 20.0  # logit scale = 1 / temperature
     mask_history: bool = False  # finetune: mask the user's history items in the softmax
+    item_dropout: bool = True  # false: the items a loss scores against are encoded without dropout (user side keeps it)
     dense_user_positions: int = 4  # dense all-action loss: user positions sampled per sequence
     dense_target_window: int = 4  # dense all-action loss: items in the future target window
     catalogue_chunk: int = 8192  # finetune: items re-encoded per chunk (activation checkpointing per chunk)

@@ -308,14 +308,25 @@ class LEARNModel(nn.Module):
         """
         return self._users_out(self.tower(x, mask, self._id_vectors(item_ids, mask), select=select))
 
-    def encode_items(self, x: Tensor, item_ids: Tensor | None = None) -> Tensor:
-        """x [N,input_dim] -> [N,embedding_dim]; each item is a length-1 sequence through the item tower."""
+    def encode_items(self, x: Tensor, item_ids: Tensor | None = None, dropout: bool = True) -> Tensor:
+        """x [N,input_dim] -> [N,embedding_dim]; each item is a length-1 sequence through the item tower.
+
+        ``dropout=False`` encodes without dropout even in training mode (gradients still flow): the items a loss
+        scores against are then clean, as an ID model's item table is.
+        """
         tower = self.item_tower if self.item_tower is not None else self.tower
         ids = self._id_vectors(item_ids[:, None] if item_ids is not None else None, None)
-        return self._items_out(tower(x[:, None, :], None, ids).squeeze(1), item_ids)
+        training = tower.training
+        if not dropout and training:
+            tower.eval()
+        try:
+            out = tower(x[:, None, :], None, ids).squeeze(1)
+        finally:
+            tower.train(training)
+        return self._items_out(out, item_ids)
 
     def encode_catalogue(self, x: Tensor, item_ids: Tensor | None = None, chunk_size: int = 8192,
-                         checkpoint: bool = True) -> Tensor:
+                         checkpoint: bool = True, dropout: bool = True) -> Tensor:
         """Encode the whole catalogue [N,input_dim] in chunks -> [N,embedding_dim].
 
         With grad enabled and ``checkpoint`` each chunk of a catalogue larger than one chunk is
@@ -329,10 +340,10 @@ class LEARNModel(nn.Module):
         for start in range(0, x.shape[0], chunk_size):
             xc = x[start:start + chunk_size]
             ic = item_ids[start:start + chunk_size] if item_ids is not None else None
-            if use_ckpt:
-                out.append(activation_checkpoint(self.encode_items, xc, ic, use_reentrant=False))
+            if use_ckpt:  # the recompute calls encode_items with the same dropout switch
+                out.append(activation_checkpoint(self.encode_items, xc, ic, dropout, use_reentrant=False))
             else:
-                out.append(self.encode_items(xc, ic))
+                out.append(self.encode_items(xc, ic, dropout))
         if not out:
             return x.new_zeros(0, self.cfg.embedding_dim, dtype=torch.float32)
         return torch.cat(out)

@@ -48,8 +48,10 @@ class Objective(nn.Module):
         mask_history: bool,
         catalogue_chunk: int,
         dense_user_positions: int,
+        item_dropout: bool = True,
     ):
         super().__init__()
+        self.item_dropout = item_dropout
         self.model = model
         self.loss = loss
         self.scale = scale
@@ -79,7 +81,8 @@ class Objective(nn.Module):
         if self.loss == "softmax":
             cat_ids = torch.arange(catalogue.shape[0], device=catalogue.device)
             items = self.model.encode_catalogue(
-                catalogue, cat_ids if ids is not None else None, chunk_size=self.catalogue_chunk
+                catalogue, cat_ids if ids is not None else None, chunk_size=self.catalogue_chunk,
+                dropout=self.item_dropout,
             )
             history = None
             if self.mask_history:  # row (b, p) may not recommend items seen at positions <= p
@@ -89,7 +92,8 @@ class Objective(nn.Module):
                 history = h[tgt_mask]
             return full_softmax(users, items, targets, scale=self.scale, history=history)
         if self.loss == "dense":
-            w = self.model.encode_items(win_vec.flatten(0, 1), win_ids.flatten() if ids is not None else None)
+            w = self.model.encode_items(win_vec.flatten(0, 1), win_ids.flatten() if ids is not None else None,
+                                        self.item_dropout)
             return dense_all_action(
                 seq,
                 mask,
@@ -99,7 +103,7 @@ class Objective(nn.Module):
                 scale=self.scale,
                 num_user_positions=self.dense_user_positions,
             )
-        items = self.model.encode_items(tgt_vec[tgt_mask], targets if ids is not None else None)
+        items = self.model.encode_items(tgt_vec[tgt_mask], targets if ids is not None else None, self.item_dropout)
         return info_nce(users, items, targets, scale=self.scale)
 
 
@@ -258,7 +262,8 @@ class Trainer:
             src = ckpt.load_weights(self.model, t.init_from, strict=False)
             self.log(f"initialised weights from {src}")
         self.objective = Objective(
-            self.model, self.loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions
+            self.model, self.loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions,
+            t.item_dropout,
         )
         self.optimizer = build_optimizer(self.model, t)
         total = t.max_steps or t.epochs * self.steps_per_epoch

@@ -151,6 +151,22 @@ def test_training_mode_dropout_is_active_and_finite():
     assert (i1 - i2).abs().max() > 0 and torch.isfinite(i1).all()
 
 
+@pytest.mark.parametrize("chunk", [8192, 3])  # one chunk, and activation-checkpointed chunks (recompute)
+def test_items_without_dropout_in_training_mode_equal_eval_and_get_gradients(chunk):
+    m = model(dropout=0.5).train()
+    x = torch.randn(7, D)
+    with torch.no_grad():
+        ref = m.eval().encode_items(x)
+    m.train()
+    out = m.encode_catalogue(x, chunk_size=chunk, dropout=False)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    assert m.training and m.tower.training  # the switch is restored
+    out.sum().backward()
+    assert m.tower.adaptor.weight.grad is not None and m.tower.adaptor.weight.grad.abs().sum() > 0
+    noisy = m.encode_items(x)  # default: dropout on, as before
+    assert (noisy - ref).abs().max() > 1e-3
+
+
 def test_bert_style_init_and_parameter_count():
     m = model()
     assert float(m.tower.adaptor.weight.detach().std()) == pytest.approx(0.02, rel=0.1)

@@ -72,7 +72,7 @@ def test_finetune_lowers_loss_and_writes_metrics(tiny):
 
 @pytest.mark.parametrize("extra", [["train.loss_positions=target", "train.mask_history=true"],
                                    ["model.item_id_embedding=true", "model.position=learned"],
-                                   ["model.item_bias=true", "train.sampling=windows"]])
+                                   ["model.item_bias=true", "train.sampling=windows", "train.item_dropout=false"]])
 def test_finetune_variants_run(tiny, extra):
     tmp, data, store = tiny
     result = _run(_finetune_args(tmp, data, store, "train.epochs=1", *extra))

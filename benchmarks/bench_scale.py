@@ -235,6 +235,7 @@ def model_config(name: str, input_dim: int):
     cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())["model"]
     cfg = {k: v for k, v in cfg.items() if k in ModelConfig.__dataclass_fields__}
     cfg["input_dim"] = input_dim
+    cfg["item_bias"] = cfg["item_id_embedding"] = False  # the towers' cost; ID options need the catalogue's ids
     return ModelConfig(**cfg)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from learn.data.samples import SAMPLINGS
 from learn.errors import LearnError
 from learn.model import ModelConfig
 
@@ -213,7 +214,7 @@ def validate(cfg: RunConfig) -> None:
             f"train.loss_positions must be target or all, got {t.loss_positions!r}",
         ),
         (t.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision: unknown {t.precision!r}"),
-        (t.sampling in ("random", "all_prefixes", "windows"), f"train.sampling: unknown {t.sampling!r}"),
+        (t.sampling in SAMPLINGS, f"train.sampling: unknown {t.sampling!r}"),
         (t.sampling != "windows" or t.loss_positions == "all", "train.sampling=windows needs train.loss_positions=all"),
         (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
         (t.lr > 0, "train.lr must be positive"),

@@ -51,13 +51,13 @@ class Objective(nn.Module):
         item_dropout: bool = True,
     ):
         super().__init__()
-        self.item_dropout = item_dropout
         self.model = model
         self.loss = loss
         self.scale = scale
         self.mask_history = mask_history
         self.catalogue_chunk = catalogue_chunk
         self.dense_user_positions = dense_user_positions
+        self.item_dropout = item_dropout
 
     def forward(
         self,

@@ -36,6 +36,9 @@ class Batch:
         return Batch(**moved)
 
 
+SAMPLINGS = ("random", "all_prefixes", "windows")  # train.sampling values (see SequenceSamples)
+
+
 def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
@@ -55,7 +58,7 @@ class SequenceSamples(Dataset):
 
     def __init__(self, sequences: Sequence[Sequence[int]], max_history: int, mode: str = "finetune",
                  positions: str = "all", window: int = 0, seed: int = 0, sampling: str = "random"):
-        if sampling not in ("random", "all_prefixes", "windows"):
+        if sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {sampling!r}")
         if sampling == "windows" and positions != "all":
             raise ValueError("sampling='windows' reads a loss at every position: it needs positions='all'")

@@ -72,6 +72,9 @@ class TrainConfig:
     eval_metric: str = "ndcg@10"
     patience: int = 0  # early stopping: validations without improvement (0 = off)
     init_from: str = ""  # weights-only start (e.g. a pretraining checkpoint folder)
+    # exponential moving average of the weights, updated every optimizer step (0 = off); when on, validation, the
+    # best checkpoint and the test read the averaged weights
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -218,6 +221,7 @@ def validate(cfg: RunConfig) -> None:
         (t.sampling != "windows" or t.loss_positions == "all", "train.sampling=windows needs train.loss_positions=all"),
         (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
         (t.lr > 0, "train.lr must be positive"),
+        (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
         (cfg.model.position in ("none", "learned"), f"model.position: unknown {cfg.model.position!r}"),
         (cfg.model.item_tower in ("shared", "separate"), f"model.item_tower: unknown {cfg.model.item_tower!r}"),
         (cfg.model.hidden_size % cfg.model.num_heads == 0, "model.hidden_size must be divisible by model.num_heads"),

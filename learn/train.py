@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
@@ -266,6 +267,11 @@ class Trainer:
             t.item_dropout,
         )
         self.optimizer = build_optimizer(self.model, t)
+        # the averaged copy is what validation, the best checkpoint and the test read (the raw weights keep training)
+        self.ema = None
+        if t.ema_decay > 0:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=False)
+        self.eval_model = self.ema.module if self.ema is not None else self.model
         total = t.max_steps or t.epochs * self.steps_per_epoch
         warmup = t.warmup_steps if t.warmup_steps >= 0 else int(t.warmup_epochs * self.steps_per_epoch)
         self.total_steps = total
@@ -292,7 +298,7 @@ class Trainer:
             gathered = [None] * self.dist.world_size
             torch.distributed.all_gather_object(gathered, rng[0])
             rng = gathered
-        return {
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -305,12 +311,16 @@ class Trainer:
             "rng": rng,
             "world_size": self.dist.world_size,
         }
+        if self.ema is not None:  # the checkpoint's model.safetensors holds the averaged weights, these the raw ones
+            state.update(raw_weights=self.model.state_dict(), ema_count=int(self.ema.n_averaged))
+        return state
 
     def save(self, epoch: int, micro: int) -> None:
         state = self._train_state(epoch, micro)
         if self.main:
             ckpt.save_checkpoint(
-                self.ckpt_root, self.step, self.model, state, self.config_yaml, keep_last_n=self.cfg.ckpt.keep_last_n
+                self.ckpt_root, self.step, self.eval_model, state, self.config_yaml,
+                keep_last_n=self.cfg.ckpt.keep_last_n,
             )
         D.barrier()
 
@@ -323,7 +333,14 @@ class Trainer:
         if folder is None:
             return 0, 0
         state = ckpt.load_train_state(folder)
-        ckpt.load_weights(self.model, folder)
+        if (self.ema is not None) != ("raw_weights" in state):
+            raise LearnError(f"{folder}: saved with another train.ema_decay setting (on/off) than this run")
+        if self.ema is not None:
+            ckpt.load_weights(self.ema.module, folder)
+            self.model.load_state_dict(state["raw_weights"])
+            self.ema.n_averaged.fill_(state["ema_count"])
+        else:
+            ckpt.load_weights(self.model, folder)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -376,16 +393,16 @@ class Trainer:
             return None
         metrics = None
         if self.main:
-            self.model.eval()
+            self.eval_model.eval()
             metrics = evaluate_split(
-                self.model,
+                self.eval_model,
                 self.eval_data,
                 split,
                 self.cfg.data.max_history,
                 batch_size=self.cfg.train.eval_batch_size,
                 device=self.device,
             )
-            self.model.train()
+            self.eval_model.train()
         return D.broadcast_object(metrics)
 
     def fit(self) -> dict:
@@ -441,6 +458,8 @@ class Trainer:
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 self.step += 1
                 if self.step % cfg.log.log_every == 0 or micro == self.micro_per_epoch:
                     elapsed = time.perf_counter() - tic
@@ -480,7 +499,7 @@ class Trainer:
                         self.best, self.best_step, self.bad_evals = metrics[metric_name], self.step, 0
                         if self.main:
                             with atomic_dir(self.run_dir / "best", overwrite=True) as tmp:
-                                ckpt.save_weights(self.model, self.config_yaml, tmp)
+                                ckpt.save_weights(self.eval_model, self.config_yaml, tmp)
                                 atomic_write_json(tmp / "val_metrics.json", {"step": self.step, **metrics})
                         logger.summary({f"best/val_{k}": v for k, v in metrics.items()})
                     else:
@@ -511,7 +530,7 @@ class Trainer:
         best_dir = self.run_dir / "best"
         selected = "final"
         if self.cfg.train.stage == "finetune" and (best_dir / "model.safetensors").exists():
-            ckpt.load_weights(self.model, best_dir)
+            ckpt.load_weights(self.eval_model, best_dir)
             selected = "best validation"
         val = self.validate("val")
         test = self.validate("test")

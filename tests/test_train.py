@@ -124,9 +124,11 @@ sys.exit(train.main_finetune(sys.argv[1:]))
 """
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tiny):
+@pytest.mark.parametrize("ema", ["0", "0.9"])
+def test_sigkill_then_resume_equals_uninterrupted(tiny, ema):
     tmp, data, store = tiny
-    common = ["train.epochs=3", "ckpt.save_every_steps=2", "ckpt.keep_last_n=10", "train.eval_every=1"]
+    common = ["train.epochs=3", "ckpt.save_every_steps=2", "ckpt.keep_last_n=10", "train.eval_every=1",
+              f"train.ema_decay={ema}"]
     _run(_finetune_args(tmp, data, store, *common, "log.run_name=straight"))
     args = _finetune_args(tmp, data, store, *common, "log.run_name=killed")
     env = dict(os.environ, PYTHONPATH=str(ROOT), KILL_AFTER_SAVES="3")
@@ -141,9 +143,49 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny):
     b = load_file(str(tmp / "runs" / "killed" / "checkpoints" / final))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    if ema != "0":  # the raw weights resume too, not only their average
+        state = final.replace("model.safetensors", "train_state.pt")
+        sa = torch.load(tmp / "runs" / "straight" / "checkpoints" / state, weights_only=True)
+        sb = torch.load(tmp / "runs" / "killed" / "checkpoints" / state, weights_only=True)
+        assert sa["ema_count"] == sb["ema_count"] == straight_steps[-1]
+        for name, v in sa["raw_weights"].items():
+            torch.testing.assert_close(v, sb["raw_weights"][name], rtol=0, atol=0)
     ma = json.loads((tmp / "runs" / "straight" / "metrics.json").read_text())
     mb = json.loads((tmp / "runs" / "killed" / "metrics.json").read_text())
     assert ma["test"] == mb["test"]
+
+
+def test_weight_average_is_what_is_validated_saved_and_tested(tiny):
+    tmp, data, store = tiny
+    runs = tmp / "runs"
+    args = ["train.epochs=2", "train.eval_every=1", "ckpt.keep_last_n=1"]
+    for name, decay in (("raw", "0"), ("avg0", "1e-12"), ("avg", "0.9")):
+        _run(_finetune_args(tmp, data, store, *args, f"train.ema_decay={decay}", f"log.run_name={name}"))
+
+    def last(name):
+        folder = runs / name / "checkpoints"
+        folder = folder / f"step-{max(list_steps(folder)):08d}"
+        return load_file(folder / "model.safetensors"), torch.load(folder / "train_state.pt", weights_only=True)
+
+    raw, raw_state = last("raw")
+    avg0, avg0_state = last("avg0")
+    avg, avg_state = last("avg")
+    assert "raw_weights" not in raw_state
+    for k, v in raw.items():  # a vanishing decay: the average is the last weights, so the run is the plain one
+        torch.testing.assert_close(avg0[k], v, rtol=0, atol=1e-6)
+        torch.testing.assert_close(avg0_state["raw_weights"][k], v, rtol=0, atol=1e-6)
+        torch.testing.assert_close(avg_state["raw_weights"][k], v, rtol=0, atol=1e-6)  # averaging never feeds back
+    assert any(not torch.allclose(avg[k], raw[k]) for k in raw)
+    m0 = json.loads((runs / "avg0" / "metrics.json").read_text())
+    mr = json.loads((runs / "raw" / "metrics.json").read_text())
+    assert m0["val"] == pytest.approx(mr["val"], abs=1e-6)
+    best = load_file(runs / "avg" / "best" / "model.safetensors")
+    assert best.keys() == raw.keys()
+    with pytest.raises(LearnError, match="another train.ema_decay"):  # resuming with the average switched off
+        Trainer(load_config(None, [*_finetune_args(tmp, data, store, *args, "log.run_name=avg", "train.epochs=3"),
+                                   "train.stage=finetune"]))._resume()
+    with pytest.raises(LearnError, match=r"train.ema_decay must be in \[0, 1\)"):
+        load_config(None, ["train.ema_decay=1"])
 
 
 def test_corrupted_and_half_written_checkpoints_are_skipped(tiny, capsys):

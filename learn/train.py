@@ -2,8 +2,9 @@
 
 Runs as one process, or under ``torchrun`` with DDP (gloo on CPU, nccl on CUDA, multi-node through torchrun's
 rendezvous). AdamW + warm-up/cosine in steps, gradient accumulation, clipping, AMP (bf16, or fp16 with GradScaler),
-optional ``torch.compile``; validation with full ranking, early stopping, best weights kept; atomic step checkpoints
-with automatic resume (so ``torchrun --max-restarts`` recovers a crashed worker); metrics to stdout, jsonl and wandb.
+optional ``torch.compile`` and weight average (EMA); validation with full ranking, early stopping, best weights kept;
+atomic step checkpoints with automatic resume (so ``torchrun --max-restarts`` recovers a crashed worker); metrics to
+stdout, jsonl and wandb.
 """
 
 from __future__ import annotations

@@ -237,11 +237,14 @@ def test_torchrun_two_gloo_processes_through_launchers(tiny):
                          env=env, capture_output=True, text=True, cwd=ROOT)
     assert pre.returncode == 0, pre.stderr[-3000:]
     ft = subprocess.run(["bash", str(ROOT / "run_finetune.sh"), "tiny", *common,
-                         f"train.init_from={tmp / 'runs' / 'pt2'}"],
+                         f"train.init_from={tmp / 'runs' / 'pt2'}", "train.ema_decay=0.9"],
                         env=env, capture_output=True, text=True, cwd=ROOT)
     assert ft.returncode == 0, ft.stderr[-3000:]
     metrics = json.loads((tmp / "runs" / "finetune-tiny" / "metrics.json").read_text())
     assert metrics["test"]["users"] == 40
+    ckpts = tmp / "runs" / "finetune-tiny" / "checkpoints"
+    state = torch.load(ckpts / f"step-{max(list_steps(ckpts)):08d}" / "train_state.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["ema_count"] == state["step"] > 0  # averaged once per step under DDP
 
 
 def test_wandb_offline_logs_without_network(tiny, monkeypatch):

@@ -35,6 +35,9 @@ class ModelConfig:
     position: str = "none"  # "none" (paper code) | "learned"
     item_tower: str = "shared"  # "shared" (same module on a length-1 sequence) | "separate" (own adaptor+encoder+proj)
     item_id_embedding: bool = False  # text+ID variant: learnable item-ID embedding added to the adaptor output
+    # false: no text input at all (no adaptor); with item_id_embedding the towers are a SASRec-style ID model, the
+    # in-trainer ID reference (item text vectors are loaded but unused)
+    text_input: bool = True
     # learnable per-item score offset b_i (ID variant; popularity): score(u, i) = scale * (cos(u, i) + b_i), carried
     # as one extra output coordinate (users 1, items b_i) so every loss and the ranking stay plain dot products
     item_bias: bool = False
@@ -53,6 +56,8 @@ class ModelConfig:
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
             (not self.item_id_embedding or self.num_items > 0, "model.item_id_embedding needs model.num_items > 0"),
             (not self.item_bias or self.num_items > 0, "model.item_bias needs model.num_items > 0"),
+            (self.text_input or self.item_id_embedding,
+             "model.text_input=false needs model.item_id_embedding=true (the towers need some item input)"),
             (self.position != "learned" or self.max_len > 0, "model.position=learned needs model.max_len > 0"),
         ]
         for ok, msg in checks:
@@ -149,7 +154,7 @@ class Tower(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.adaptor = nn.Linear(cfg.input_dim, cfg.hidden_size)
+        self.adaptor = nn.Linear(cfg.input_dim, cfg.hidden_size) if cfg.text_input else None
         self.position = nn.Embedding(cfg.max_len, cfg.hidden_size) if cfg.position == "learned" else None
         self.layers = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_layers))
         self.proj = nn.Linear(cfg.hidden_size, cfg.output_dim)
@@ -162,18 +167,16 @@ class Tower(nn.Module):
         ``readout`` the positions that are neither real nor wanted are never computed (see :meth:`_packed`).
         """
         b, n, _ = x.shape
-        w = self.adaptor.weight
-        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
-            x = x.to(w.dtype)
+        if self.adaptor is not None and x.dtype != self.adaptor.weight.dtype and not torch.is_autocast_enabled(
+                x.device.type):
+            x = x.to(self.adaptor.weight.dtype)
         if mask is not None and n > 1 and (readout is not None or select is not None):
             if select is None:
                 select = torch.zeros(b, n, dtype=torch.bool, device=x.device)
                 select[torch.arange(b, device=x.device), readout] = True
                 return self._packed(x, mask, extra, select).unsqueeze(1)
             return self._packed(x, mask, extra, select)
-        h = self.adaptor(x)
-        if extra is not None:
-            h = h + extra
+        h = self._input(x, extra)
         if self.position is not None:
             if n > self.position.num_embeddings:
                 raise LearnError(f"sequence length {n} exceeds model.max_len {self.position.num_embeddings}")
@@ -191,6 +194,13 @@ class Tower(nn.Module):
         if readout is not None:  # only without a mask or for L == 1: the masked read-out is packed (above)
             h = h[torch.arange(b, device=x.device), readout].unsqueeze(1)
         return self._project(h)
+
+    def _input(self, x: Tensor, extra: Tensor | None) -> Tensor:
+        """The first hidden states: adaptor(x) [+ extra]; only ``extra`` (the ID vectors) without text input."""
+        if self.adaptor is None:
+            return extra
+        h = self.adaptor(x)
+        return h if extra is None else h + extra
 
     def _project(self, h: Tensor) -> Tensor:
         out = self.proj(h)
@@ -210,9 +220,8 @@ class Tower(nn.Module):
         dev = x.device
         keep = mask | select
         flat = keep.flatten().nonzero().squeeze(1)  # [T] computed positions, row-major
-        h = self.adaptor(x.flatten(0, 1).index_select(0, flat))
-        if extra is not None:
-            h = h + extra.flatten(0, 1).index_select(0, flat)
+        h = self._input(x.flatten(0, 1).index_select(0, flat),
+                        extra.flatten(0, 1).index_select(0, flat) if extra is not None else None)
         if self.position is not None:
             if n > self.position.num_embeddings:
                 raise LearnError(f"sequence length {n} exceeds model.max_len {self.position.num_embeddings}")

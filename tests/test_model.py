@@ -32,7 +32,8 @@ def batch(seed: int = 1):
     return x * mask[..., None], mask, lengths
 
 
-VARIANTS = [{}, {"position": "learned"}, {"item_tower": "separate"}, {"item_id_embedding": True, "num_items": 50}]
+VARIANTS = [{}, {"position": "learned"}, {"item_tower": "separate"}, {"item_id_embedding": True, "num_items": 50},
+            {"item_id_embedding": True, "text_input": False, "num_items": 50}]
 
 
 def ids_for(m: LEARNModel, shape, seed=2):

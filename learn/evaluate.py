@@ -110,6 +110,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", help="folder for metrics.json and results.md (default: the checkpoint folder)")
     p.add_argument("--name", default="", help="dataset name for the results table (default: folder name)")
     args = p.parse_args(argv)
+    from learn.metrics import parse_ks
+
+    ks = parse_ks(args.ks)  # before the model or any data is loaded
 
     from learn.distributed import pick_device
 
@@ -122,7 +125,6 @@ def main(argv: list[str]) -> int:
     if data.store.dim != model.cfg.input_dim:
         raise LearnError(f"{args.store}: item vectors have dim {data.store.dim}, the model expects "
                          f"{model.cfg.input_dim} (embed with the same LLM the model was trained on)")
-    ks = tuple(int(k) for k in args.ks.split(","))
     splits = ["val", "test"] if args.split == "both" else [args.split]
     result = {"checkpoint": str(weights), "data": args.data, "mask_history": args.mask_history,
               "average": args.average}

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from learn.errors import LearnError
+
 # fp32 score elements materialised at once (users x items of one block): 2**22 floats = 16 MiB on CPU (reused
 # buffers; 4 MiB for small vectors, see score_blocking), 16x that on accelerators.
 _MAX_CHUNK_ELEMS = 1 << 22
@@ -166,6 +168,12 @@ def full_ranks(
     ranks = torch.zeros(n_users, dtype=torch.long, device=device)
     if n_users == 0:
         return ranks
+    # NaN compares false: a non-finite score would rank every target first (NDCG = 1); refuse instead
+    _check_finite("user", users)
+    _check_finite("item", items)
+    # finite inputs can still overflow fp32 in the dot product only when max|u| * max|i| * d reaches fp32's range
+    bound = users.abs().amax().item() * items.abs().amax().float().item() * max(1, users.shape[1])
+    check_scores = not bound < 1e38
     group = duplicate_items(items).to(device)
     sorted_groups = torch.sort(group) if bool((group >= 0).any()) else None
     user_block, chunk_size = score_blocking(n_users, n_items, users.shape[1], device, chunk_size)
@@ -183,12 +191,35 @@ def full_ranks(
             i1 = min(n_items, i0 + chunk_size)
             scores = score_buf[: (u1 - u0) * (i1 - i0)].view(u1 - u0, i1 - i0)
             torch.matmul(ub, items[i0:i1].to(device=device, dtype=torch.float32).T, out=scores)
+            if check_scores and not bool(torch.isfinite(scores).all()):
+                raise LearnError(f"full ranking: non-finite scores (fp32 overflow) for users {u0}..{u1 - 1}; the "
+                                 "model's embeddings are too large to rank")
             lo, hi = torch.searchsorted(mask_cols, torch.tensor([i0, i1], device=device)).tolist()
             scores[mask_rows[lo:hi], mask_cols[lo:hi] - i0] = -math.inf
             # compare in place (1.0 / 0.0) and sum as floats: exact below 2**24 per row, faster than a bool sum
             torch.gt(scores, t_score, out=scores)
             ranks[u0:u1] += scores.sum(1).long()
     return ranks
+
+
+def _check_finite(what: str, x: Tensor) -> None:
+    bad = ~torch.isfinite(x).reshape(x.shape[0], -1).all(1)
+    if bool(bad.any()):
+        rows = bad.nonzero().squeeze(1)[:5].tolist()
+        raise LearnError(f"full ranking: {int(bad.sum())} of {x.shape[0]} {what} embeddings are not finite (NaN/Inf), "
+                         f"e.g. rows {rows}; the model or the item store produced non-finite scores")
+
+
+def parse_ks(text: str, flag: str = "--ks") -> tuple[int, ...]:
+    """``"10,50"`` -> ``(10, 50)``; anything but comma-separated positive integers is a :class:`LearnError`."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        ks = tuple(int(p) for p in parts)
+    except ValueError:
+        raise LearnError(f"{flag} must be comma-separated positive integers (e.g. 10,50), got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise LearnError(f"{flag} must be comma-separated positive integers (e.g. 10,50), got {text!r}")
+    return tuple(dict.fromkeys(ks))
 
 
 def metrics_from_ranks(

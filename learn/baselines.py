@@ -17,7 +17,7 @@ from torch import Tensor
 
 from learn.errors import LearnError
 from learn.io import atomic_write_json
-from learn.metrics import full_ranks, metrics_from_ranks, results_table
+from learn.metrics import full_ranks, metrics_from_ranks, parse_ks, results_table
 
 USER_MODES = ("last", "mean", "recency")
 
@@ -94,10 +94,9 @@ def main(argv: list[str]) -> int:
         raise LearnError(f"--decay must be in (0, 1], got {args.decay}")
     if args.max_history < 1:
         raise LearnError(f"--max-history must be at least 1, got {args.max_history}")
-    try:
-        ks = tuple(int(k) for k in args.ks.split(","))
-    except ValueError:
-        raise LearnError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
+    if args.average_batch < 1:
+        raise LearnError(f"--average-batch must be at least 1, got {args.average_batch}")
+    ks = parse_ks(args.ks)
 
     from learn.data.formats import load_dataset
     from learn.data.store import ItemStore

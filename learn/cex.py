@@ -354,6 +354,17 @@ def _merge(out: Path, parts: list[Path], keys: Sequence[str], meta: StoreMeta, d
         w.finalize(meta)
 
 
+def _check_out(data: Path, out: Path) -> None:
+    """Refuse an ``--out`` that is, contains or lies inside the dataset folder, or an existing non-store path."""
+    d, o = data.resolve(), out.resolve()
+    if o == d or d in o.parents or o in d.parents:
+        where = "is" if o == d else "is inside" if d in o.parents else "contains"
+        raise LearnError(f"--out {out} {where} the dataset folder {data}; write the item store elsewhere "
+                         f"(e.g. --out {data.parent / (data.name + '_store')})")
+    if out.exists() and not is_lmdb_dir(out) and (out.is_file() or any(out.iterdir())):
+        raise LearnError(f"--out {out} exists and is not an item store (no data.mdb); refusing to replace it")
+
+
 def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, layer: int = -1,
                   max_length: int = 500, batch_size: int = 32, dtype: str = "auto", device: str = "auto",
                   trust_remote_code: bool = False, store_dtype: str = "float32", overwrite: bool = False) -> Path:
@@ -361,6 +372,7 @@ def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, 
     from tqdm import tqdm
 
     out = Path(out)
+    _check_out(Path(data), out)
     if store_dtype not in DTYPES:
         raise LearnError(f"--store-dtype must be one of {sorted(DTYPES)}")
     if batch_size < 1:

@@ -8,6 +8,7 @@ config is written beside every run as ``config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -207,8 +208,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+# metrics that a validation produces (learn.evaluate.evaluate_split with its default ks=(10, 50))
+EVAL_METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50", "mrr")
+
+
+def _non_finite(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the float fields (or float list items) of a config that are NaN or infinite."""
+    bad = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            bad += _non_finite(value, f"{prefix}{f.name}.")
+            continue
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            bad.append(f"{prefix}{f.name}={value}")
+    return bad
+
+
 def validate(cfg: RunConfig) -> None:
-    t = cfg.train
+    """Refuse a config that cannot work (one line naming the key), before any data is loaded."""
+    t, m = cfg.train, cfg.model
+    bad = _non_finite(cfg)
+    if bad:
+        raise LearnError(f"config: {', '.join(bad)}: numbers must be finite (not NaN/Inf)")
     checks = [
         (t.stage in ("pretrain", "finetune"), f"train.stage must be pretrain or finetune, got {t.stage!r}"),
         (t.loss in ("auto", "infonce", "dense", "softmax"), f"train.loss: unknown {t.loss!r}"),
@@ -220,11 +243,17 @@ def validate(cfg: RunConfig) -> None:
         (t.sampling in SAMPLINGS, f"train.sampling: unknown {t.sampling!r}"),
         (t.sampling != "windows" or t.loss_positions == "all", "train.sampling=windows needs train.loss_positions=all"),
         (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
-        (t.lr > 0, "train.lr must be positive"),
+        (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
+        (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}"),
+        (t.max_steps >= 0, f"train.max_steps must be >= 0 (0 = no limit), got {t.max_steps}"),
+        (t.eval_metric in EVAL_METRICS, f"train.eval_metric: unknown {t.eval_metric!r} ({', '.join(EVAL_METRICS)})"),
+        (t.eval_batch_size >= 1, f"train.eval_batch_size must be at least 1, got {t.eval_batch_size}"),
         (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
         (cfg.model.position in ("none", "learned"), f"model.position: unknown {cfg.model.position!r}"),
         (cfg.model.item_tower in ("shared", "separate"), f"model.item_tower: unknown {cfg.model.item_tower!r}"),
-        (cfg.model.hidden_size % cfg.model.num_heads == 0, "model.hidden_size must be divisible by model.num_heads"),
+        (m.num_heads >= 1, f"model.num_heads must be at least 1, got {m.num_heads}"),
+        (m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
+         f"model.hidden_size {m.hidden_size} is not divisible by model.num_heads {m.num_heads}"),
         (cfg.data.max_history > 0, "data.max_history must be positive"),
     ]
     for ok, msg in checks:

@@ -126,13 +126,52 @@ def _env_key(path: Path) -> tuple[int, int, int]:
     return os.getpid(), st.st_dev, st.st_ino
 
 
+def damaged(path: str | Path, why: str) -> LearnError:
+    """The one-line error for a damaged LMDB folder ``path`` (names its data.mdb and how to rebuild it)."""
+    path = Path(path)
+    return LearnError(f"{path / 'data.mdb'}: damaged item store ({why}); rebuild it with "
+                      f"`python -m learn embed --data DATASET --out {path} --overwrite`")
+
+
+def _open_checked(path: Path) -> lmdb.Environment:
+    """Open ``path`` read-only after checking that ``data.mdb`` holds every page its environment records.
+
+    LMDB memory-maps the file: touching a page past the end of a truncated file kills the process with SIGBUS, so
+    the size check runs before any record is read (LMDB reads its header with ``pread``, not through the map, and
+    refuses page numbers at or past the recorded last page, so a file that holds them all is safe to read).
+    """
+    data = path / "data.mdb"
+    size = data.stat().st_size
+    if size == 0:
+        raise damaged(path, "data.mdb is empty")
+    try:
+        env = _open_read(path)
+    except lmdb.Error as e:
+        why = str(e).replace(str(path), "").strip(": ") or type(e).__name__
+        raise damaged(path, f"LMDB cannot open it: {why}") from None
+    try:
+        psize = env.stat()["psize"]
+        need = (env.info()["last_pgno"] + 1) * psize
+    except lmdb.Error as e:
+        env.close()
+        raise damaged(path, f"unreadable header: {e}") from None
+    if size < need or size < 2 * psize:
+        env.close()
+        raise damaged(path, f"the file has {size:,} bytes but its pages need {need:,}: it was truncated")
+    return env
+
+
 def shared_env(path: str | Path) -> lmdb.Environment:
-    """This process's read-only environment of the LMDB folder ``path`` (opened once, shared by all readers)."""
+    """This process's read-only environment of the LMDB folder ``path`` (opened once, shared by all readers).
+
+    The first open in a process checks the file against the environment's recorded size (see :func:`_open_checked`)
+    and raises a one-line :class:`LearnError` for an empty, truncated or garbage ``data.mdb``.
+    """
     path = Path(path)
     key = _env_key(path)
     env = _ENVS.get(key)
     if env is None:
-        env = _ENVS[key] = _open_read(path)
+        env = _ENVS[key] = _open_checked(path)
     return env
 
 
@@ -156,7 +195,8 @@ class _Views:
         self.map: dict[str, memoryview] = {}
         self.lock = threading.Lock()
 
-    def fill(self, keys: Sequence[str], row_bytes: int, path: Path) -> None:
+    def fill(self, keys: Sequence[str], row_bytes: int, path: Path, dtype: np.dtype = DTYPES["float32"]) -> None:
+        """Look up the keys not yet held; each new value's size and finiteness is checked once, before it is kept."""
         distinct = list(dict.fromkeys(keys))
         with self.lock:  # an LMDB transaction serves one thread at a time
             new = [k for k in distinct if k not in self.map]
@@ -165,6 +205,7 @@ class _Views:
                 new = distinct
             get = self.txn.get
             missing: list[str] = []
+            found: dict[str, memoryview] = {}
             for k in new:
                 v = get(k.encode("utf-8"))
                 if v is None:
@@ -173,7 +214,11 @@ class _Views:
                     raise LearnError(f"item store {path}: item {k!r} has {len(v)} bytes, expected {row_bytes}; "
                                      "the store is corrupt (a value has the wrong size)")
                 else:
-                    self.map[k] = v
+                    found[k] = v
+            if found:
+                rows = np.frombuffer(bytearray().join(found.values()), dtype).reshape(len(found), -1)
+                check_finite(path, list(found), rows)
+                self.map.update(found)
         if missing:
             raise LearnError(f"item store {path}: {len(missing)} of {len(distinct)} requested items are missing "
                              f"(e.g. {_names(missing)})")
@@ -187,6 +232,16 @@ class _Views:
 
 
 _VIEWS: dict[tuple[int, int, int], _Views] = {}  # keyed like _ENVS
+# stores whose value sizes were checked in this process: (env key, file size, mtime, row bytes)
+_LAYOUT_OK: set[tuple] = set()
+
+
+def check_finite(path: str | Path, keys: Sequence[str], rows: np.ndarray) -> None:
+    """Raise a one-line :class:`LearnError` naming the store when any of ``rows`` (``[len(keys), dim]``) is NaN/Inf."""
+    if not np.isfinite(rows).all():
+        bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
+        raise LearnError(f"item store {path}: {len(bad)} item vectors are not finite (NaN/Inf), e.g. {_names(bad)}; "
+                         "rebuild it with `python -m learn embed --overwrite` (a finite store is needed for metrics)")
 
 
 def _drop_views(key: tuple[int, int, int]) -> None:
@@ -207,20 +262,37 @@ class ItemStore:
             raise LearnError(f"{self.path} is not an LMDB item store (no data.mdb)")
         self._env: lmdb.Environment | None = None
         self._pid = -1
-        env = self._get_env()
-        with env.begin(buffers=False) as txn:
-            raw = txn.get(META_KEY)
-            legacy = raw is None and txn.get(b"num_samples") is not None
-        entries = env.stat()["entries"]
         try:
+            env = self._get_env()
+            with env.begin(buffers=False) as txn:
+                raw = txn.get(META_KEY)
+                legacy = raw is None and txn.get(b"num_samples") is not None
+            entries = env.stat()["entries"]
             self._validate(raw, legacy, entries)
-        except LearnError:
+            self.dim = int(self.meta.dim)
+            self._np_dtype = DTYPES[self.meta.dtype]
+            self._row_bytes = self.dim * self._np_dtype.itemsize
+            self._check_layout(env)
+        except (LearnError, lmdb.Error) as e:
             self._env = None
             _release(self.path)
+            if isinstance(e, lmdb.Error):
+                why = str(e).replace(str(self.path), "").strip(": ") or type(e).__name__
+                raise damaged(self.path, f"LMDB: {why}") from None
             raise
-        self.dim = int(self.meta.dim)
-        self._np_dtype = DTYPES[self.meta.dtype]
-        self._row_bytes = self.dim * self._np_dtype.itemsize
+
+    def _check_layout(self, env: lmdb.Environment) -> None:
+        """Every value has ``dim`` floats (a walk over the keys: values are not read); once per process and file."""
+        st = os.stat(self.path / "data.mdb")
+        stamp = (self._key, st.st_size, st.st_mtime_ns, self._row_bytes)
+        if stamp in _LAYOUT_OK:
+            return
+        with env.begin(buffers=True) as txn:
+            for k, v in txn.cursor().iternext(keys=True, values=True):
+                if len(v) != self._row_bytes and bytes(k) not in RESERVED_KEYS:
+                    raise damaged(self.path, f"item {bytes(k)[:40].decode('utf-8', 'replace')!r} has {len(v)} "
+                                  f"bytes, expected {self._row_bytes} ({self.dim} x {self.meta.dtype})")
+        _LAYOUT_OK.add(stamp)
 
     def _validate(self, raw: bytes | None, legacy: bool, entries: int) -> None:
         if raw is None:
@@ -231,9 +303,12 @@ class ItemStore:
                              "not finish; rerun `python -m learn embed` to resume it")
         try:
             self.meta = StoreMeta.from_json(raw)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, AttributeError) as e:
             raise LearnError(f"item store {self.path}: unreadable __meta__ record ({e})") from None
-        if self.meta.dtype not in DTYPES:
+        dim = self.meta.dim
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+            raise LearnError(f"item store {self.path}: __meta__ records an invalid dim {dim!r}")
+        if not isinstance(self.meta.dtype, str) or self.meta.dtype not in DTYPES:
             raise LearnError(f"item store {self.path}: unknown dtype {self.meta.dtype!r} in __meta__")
         if entries - 1 != self.meta.count:
             raise LearnError(f"item store {self.path} is incomplete or corrupt: __meta__ says {self.meta.count} "
@@ -268,7 +343,7 @@ class ItemStore:
         try:
             raw = bytearray().join([views.map[k] for k in keys])
         except KeyError:
-            views.fill(keys, self._row_bytes, self.path)
+            views.fill(keys, self._row_bytes, self.path, self._np_dtype)
             raw = bytearray().join([views.map[k] for k in keys])
         out = np.frombuffer(raw, dtype=self._np_dtype).reshape(len(keys), self.dim)
         return out if out.dtype == np.float32 else _to_float32(out)
@@ -309,10 +384,15 @@ class ItemStore:
                 ks.append(bytes(k).decode("utf-8"))
                 vs.append(bytes(v))
                 if len(ks) == chunk:
-                    yield ks, np.frombuffer(b"".join(vs), self._np_dtype).reshape(-1, self.dim).astype(np.float32)
+                    yield ks, self._rows(ks, vs)
                     ks, vs = [], []
             if ks:
-                yield ks, np.frombuffer(b"".join(vs), self._np_dtype).reshape(-1, self.dim).astype(np.float32)
+                yield ks, self._rows(ks, vs)
+
+    def _rows(self, keys: list[str], values: list[bytes]) -> np.ndarray:
+        rows = np.frombuffer(b"".join(values), self._np_dtype).reshape(-1, self.dim).astype(np.float32)
+        check_finite(self.path, keys, rows)
+        return rows
 
     def to_array(self, keys: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Load the whole store (or ``keys``) into RAM: ``(keys, float32 [n, dim])``."""
@@ -429,16 +509,28 @@ class StoreWriter:
             self.dim = int(array.shape[1])
         elif array.shape[1] != self.dim:
             raise LearnError(f"put_many: vectors of dim {array.shape[1]} in a store of dim {self.dim}")
-        if not np.isfinite(array).all():
-            bad = [k for k, row in zip(keys, array) if not np.isfinite(row).all()]
-            raise LearnError(f"non-finite vectors for {len(bad)} items (e.g. {_names(bad)})")
         rows = np.ascontiguousarray(array, dtype=DTYPES[self.dtype])
+        if not np.isfinite(rows).all():  # after the cast: a float16 store overflows above 65504
+            bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
+            half = "; float16 holds values up to 65504" if self.dtype == "float16" else ""
+            raise LearnError(f"{self.path}: refusing to write non-finite (NaN/Inf) vectors for {len(bad)} items "
+                             f"(e.g. {_names(bad)}{half})")
         pairs = [(_encode_key(k), rows[i].tobytes()) for i, k in enumerate(keys)]
         self._write(lambda txn: txn.cursor().putmulti(pairs))
 
     def put_raw(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
         """Write already-encoded (key, value) pairs (same dtype and dim) in one transaction."""
         pairs = list(pairs)
+        if pairs:
+            sizes = {len(v) for _, v in pairs}
+            if len(sizes) != 1:
+                raise LearnError(f"{self.path}: put_raw values of different sizes {sorted(sizes)}")
+            keys = [bytes(k).decode("utf-8", "replace") for k, _ in pairs]
+            rows = np.frombuffer(b"".join(v for _, v in pairs), DTYPES[self.dtype]).reshape(len(pairs), -1)
+            if not np.isfinite(rows).all():
+                bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
+                raise LearnError(f"{self.path}: refusing to write non-finite (NaN/Inf) vectors for {len(bad)} items "
+                                 f"(e.g. {_names(bad)})")
         self._write(lambda txn: txn.cursor().putmulti(pairs))
 
     def delete_many(self, keys: Iterable[str]) -> None:

@@ -144,6 +144,8 @@ def import_txt(files: list[str | Path], out: str | Path, dtype: str = "float32",
                         vec = np.array(values.split(","), dtype=np.float64)
                     except ValueError:
                         raise DataError(file, f"line {lineno}: item {key!r} has a non-numeric value") from None
+                    if not np.isfinite(vec).all():
+                        raise DataError(file, f"line {lineno}: item {key!r} has a non-finite value (NaN/Inf)")
                     if w.dim is None and not rows:
                         w.dim = len(vec)
                     if len(vec) != w.dim:
@@ -179,13 +181,23 @@ def import_lmdb(src: str | Path, out: str | Path, dtype: str = "float32", overwr
         rows: list[np.ndarray] = []
         for k, v in txn.cursor():
             if k == b"num_samples":
-                declared = int(v.decode())
+                try:
+                    declared = int(bytes(v).decode())
+                except (UnicodeDecodeError, ValueError):
+                    raise DataError(src, f"num_samples is not an integer: {bytes(v)[:40]!r}") from None
                 continue
-            key = k.decode("utf-8")
+            try:
+                key = bytes(k).decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(src, f"key {bytes(k)[:40]!r} is not UTF-8") from None
             try:
                 arr = np.asarray(load_numpy_pickle(v), dtype=np.float64).reshape(-1)
             except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
                 raise DataError(src, f"item {key!r}: value is not a pickled numpy array ({e})") from None
+            if not np.isfinite(arr).all():
+                raise DataError(src, f"item {key!r}: non-finite vector (NaN/Inf)")
+            if rows and len(arr) != len(rows[0]) or w.dim is not None and len(arr) != w.dim:
+                raise DataError(src, f"item {key!r}: {len(arr)} values, expected {w.dim or len(rows[0])}")
             keys.append(key)
             rows.append(arr)
             if len(keys) == _CHUNK:

@@ -171,3 +171,33 @@ def test_duplicates_of_the_target_tie_across_chunks():
     assert torch.equal(full_ranks(users, dup, targets, chunk_size=7), ref)
     assert torch.equal(full_ranks(users, dup, targets + 46, chunk_size=13), ref)  # a copy as the target
     assert torch.equal(full_ranks(users[:1], dup, targets[:1] + 47), ref[:1])  # a single user (GEMV path)
+
+
+@pytest.mark.parametrize("where", ["user", "item"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_full_ranks_refuses_non_finite_embeddings(where, bad):
+    """NaN compares false: without the check every target would rank first (NDCG = 1.0)."""
+    from learn.errors import LearnError
+
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
+    (users if where == "user" else items)[2, 1] = bad
+    with pytest.raises(LearnError, match=f"1 of {6 if where == 'user' else 9} {where} embeddings are not finite"):
+        full_ranks(users, items, torch.arange(6))
+
+
+def test_full_ranks_refuses_fp32_overflow_of_finite_inputs():
+    from learn.errors import LearnError
+
+    users, items = torch.full((2, 4), 1e20), torch.full((3, 4), 1e20)
+    with pytest.raises(LearnError, match="non-finite scores"):
+        full_ranks(users, items, torch.tensor([0, 1]))
+
+
+def test_parse_ks():
+    from learn.errors import LearnError
+
+    assert M.parse_ks("10,50") == (10, 50) and M.parse_ks(" 5 , 5,20") == (5, 20)
+    for bad in ("abc", "0", "10,-5", "", "10,", "1.5"):
+        with pytest.raises(LearnError, match="--ks must be comma-separated positive integers"):
+            M.parse_ks(bad)

@@ -230,3 +230,52 @@ def test_store_cli(tmp_path):
     r = run_cli("store", "export-pkl", str(tmp_path / "s"), str(tmp_path / "a.pkl"))
     assert r.returncode == 2 and r.stderr.startswith("error:") and "incomplete" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "a.pkl").exists()
+
+
+def _poke(path, key: bytes, value: bytes) -> None:
+    env = lmdb.open(str(path), subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(key, value)
+    env.close()
+
+
+def test_non_finite_vectors_are_refused_on_write_and_on_read(tmp_path):
+    keys, x = _vectors()
+    with pytest.raises(LearnError, match="non-finite .* float16 holds values up to 65504"):
+        write_store(tmp_path / "half", keys, x * 1e6, _meta(), dtype="float16")  # finite in fp32, inf in fp16
+    assert list(tmp_path.iterdir()) == []
+    with StoreWriter(tmp_path / "raw") as w, pytest.raises(LearnError, match="non-finite"):
+        w.put_raw([(b"A", np.array([1.0, np.inf], "<f4").tobytes())])
+    write_store(tmp_path / "s", keys, x, _meta())
+    _poke(tmp_path / "s", keys[4].encode(), np.full(8, np.nan, "<f4").tobytes())  # a store damaged behind our back
+    store = ItemStore(tmp_path / "s")
+    assert store.get(keys[:4]).shape == (4, 8)  # finite items still read
+    for _ in range(2):  # the bad item is never kept, so every read refuses it
+        with pytest.raises(LearnError, match=rf"1 item vectors are not finite .*'{keys[4]}'"):
+            store.get(keys)
+    with pytest.raises(LearnError, match="not finite"):
+        export_txt(tmp_path / "s", tmp_path / "out.txt")
+    assert not (tmp_path / "out.txt").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "middle"])
+def test_damaged_data_mdb_is_refused_before_any_mapped_read(tmp_path, damage):
+    """Checked in a child process: a read past the end of a truncated memory map is SIGBUS, not an exception."""
+    keys, x = _vectors(n=400, dim=64)
+    write_store(tmp_path / "s", keys, x, _meta())
+    data = tmp_path / "s" / "data.mdb"
+    size = data.stat().st_size
+    if damage == "truncate":
+        os.truncate(data, 8192)
+    elif damage == "garbage":
+        data.write_bytes(np.random.default_rng(0).bytes(size))
+    elif damage == "empty":
+        os.truncate(data, 0)
+    else:  # a page in the middle overwritten: the header and the size are right, the B-tree is not
+        with open(data, "r+b") as f:
+            f.seek(3 * 4096)
+            f.write(np.random.default_rng(1).bytes(4096))
+    r = run_cli("store", "info", str(tmp_path / "s"))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: {data}: damaged item store ("), r.stderr
+    assert "python -m learn embed" in r.stderr

@@ -509,7 +509,8 @@ class StoreWriter:
             self.dim = int(array.shape[1])
         elif array.shape[1] != self.dim:
             raise LearnError(f"put_many: vectors of dim {array.shape[1]} in a store of dim {self.dim}")
-        rows = np.ascontiguousarray(array, dtype=DTYPES[self.dtype])
+        with np.errstate(over="ignore"):  # an overflow is reported below, naming the items
+            rows = np.ascontiguousarray(array, dtype=DTYPES[self.dtype])
         if not np.isfinite(rows).all():  # after the cast: a float16 store overflows above 65504
             bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
             half = "; float16 holds values up to 65504" if self.dtype == "float16" else ""

@@ -109,6 +109,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="folder for metrics.json and results.md (default: the checkpoint folder)")
     p.add_argument("--name", default="", help="dataset name for the results table (default: folder name)")
+    p.add_argument("--plot", metavar="PNG", help="also write a bar chart of the results beside the published numbers")
     args = p.parse_args(argv)
     from learn.metrics import parse_ks
 
@@ -136,6 +137,10 @@ def main(argv: list[str]) -> int:
     out = Path(args.out) if args.out else weights
     atomic_write_json(out / "metrics.json", result, indent=2)
     atomic_write_text(out / "results.md", table + "\n")
+    if args.plot:
+        from learn.plot import results_chart
+
+        results_chart(result.get("test", result[splits[-1]]), name, args.plot)
     for split in splits:
         m = result[split]
         print(f"{split}: " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))

@@ -457,11 +457,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (Baichuan2)")
     p.add_argument("--store-dtype", default="float32", choices=sorted(DTYPES), help="dtype of the stored vectors")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store that differs")
+    p.add_argument("--add", action="store_true", help="add the items of --data that the existing store --out lacks, "
+                   "with the store's own LLM, layer and template (see learn/add_items.py)")
     return p
 
 
 def main(argv: list[str]) -> int:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.add:
+        from learn.add_items import add_items, explicit_flags
+
+        given = {k: getattr(a, k) for k in explicit_flags(parser, argv) & {"llm", "layer", "max_length", "store_dtype"}}
+        add_items(a.data, a.out, given=given, batch_size=a.batch_size, dtype=a.dtype, device=a.device,
+                  trust_remote_code=a.trust_remote_code)
+        return 0
     embed_dataset(a.data, a.out, llm=a.llm, layer=a.layer, max_length=a.max_length, batch_size=a.batch_size,
                   dtype=a.dtype, device=a.device, trust_remote_code=a.trust_remote_code, store_dtype=a.store_dtype,
                   overwrite=a.overwrite)

@@ -370,6 +370,9 @@ def _parse_history(inf: Inference, spec: str) -> list[int]:
     rows = []
     for k in keys:
         r = inf.row(k)
+        if r is None and k in inf.store:
+            raise LearnError(f"--history: item id {k!r} is outside the dataset catalogue and --catalogue-only leaves "
+                             "such items out")
         if r is None:
             raise LearnError(f"--history: unknown item id {k!r} (not in the dataset catalogue nor in the item store "
                              f"{inf.store.path})")
@@ -397,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write JSON lines {user, items, scores, titles} (atomic; required with --all)")
     p.add_argument("--meta", help="extra titles: a JSON {item id: {title: ...}} or {item id: text} (new items)")
     p.add_argument("--max-history", type=int, default=None, help="default: the run's data.max_history, else 40")
-    p.add_argument("--batch-size", type=int, default=256, help="users encoded per forward pass")
+    p.add_argument("--batch-size", type=int, default=1024, help="users per step: encoded together, then ranked")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar for --all")
     return p
@@ -472,11 +475,8 @@ def _recommend_all(inf: Inference, args, rank, titles) -> int:
     """Every user with a history, in blocks of users, streamed to ``args.out``: memory does not grow with users."""
     from tqdm import tqdm
 
-    from learn.metrics import score_blocking
-
     users = inf.dataset.users
-    block = max(args.batch_size, score_blocking(len(users), len(inf.keys), inf.model.cfg.embedding_dim,
-                                                inf.device)[0])
+    block = max(1, args.batch_size)  # users per step: encoded together, then ranked in score_blocking's blocks
     main_rank = int(os.environ.get("RANK", "0")) == 0
     bar = tqdm(total=len(users), unit="user", desc="recommend", dynamic_ncols=True,
                disable=args.no_progress or not main_rank)

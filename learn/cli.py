@@ -1,14 +1,17 @@
 """The one way in: ``python -m learn <command> [args]``.
 
 Each command lives in its own module and exposes ``main(argv: list[str]) -> int | None``; the table below
-imports it lazily so ``--help`` stays fast. A :class:`learn.errors.LearnError` becomes one line on stderr and
-exit code 2.
+imports it lazily so ``--help`` stays fast. A :class:`learn.errors.LearnError` (bad input; bad flags when the command
+uses :class:`learn.errors.ArgumentParser`) or an ``OSError`` such as a full disk becomes one ``error:`` line on stderr
+and exit code 2 (see :func:`guarded`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from learn.errors import ArgumentParser, UsageError  # noqa: F401 (re-exported: the parser every command should use)
 
 # command -> (module:function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,22 +45,75 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"error: unknown command {name!r} (one of: {', '.join(COMMANDS)}; see python -m learn --help)",
+              file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     return guarded(lambda args: getattr(importlib.import_module(module_name), func_name)(args), rest)
 
 
 def guarded(func, argv: list[str] | None = None) -> int:
-    """Run ``func(argv)``: a LearnError becomes one ``error:`` line on stderr and its exit code (2)."""
+    """Run ``func(argv)`` and turn every expected failure into one ``error:`` line on stderr.
+
+    - :class:`learn.errors.LearnError` (bad input, bad flags via :class:`learn.errors.ArgumentParser`): its exit
+      code (2);
+    - an ``OSError`` with an errno (disk full, file too large, permission denied, read-only filesystem, ...): one line
+      naming the file, exit 2 (writers in :mod:`learn.io` delete their temporary files first);
+    - a closed standard output (``learn stats D | head -1``): quiet, exit 141 like a process killed by SIGPIPE;
+    - Ctrl-C: exit 130.
+    """
     from learn.errors import LearnError
 
     try:
         rc = func(argv)
+        sys.stdout.flush()  # a closed pipe or a full disk behind stdout shows up here, not at interpreter exit
     except LearnError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        stdout_broken = _stdout_broken()
+        if isinstance(e, BrokenPipeError) and stdout_broken:
+            return 141  # the reader went away (head, less): nothing to report
+        if e.errno is None:
+            raise
+        print(f"error: {_os_error_line(e, stdout_broken)}", file=sys.stderr)
+        return 2
     return int(rc or 0)
+
+
+def _stdout_broken() -> bool:
+    """True when stdout can no longer be written; it is then pointed at /dev/null so the exit flush stays quiet."""
+    try:
+        sys.stdout.flush()
+        return False
+    except OSError:
+        pass
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a file descriptor
+        pass
+    return True
+
+
+def _os_error_line(e: OSError, stdout_broken: bool) -> str:
+    import errno
+    import os
+
+    what = e.strerror or os.strerror(e.errno)
+    hint = {errno.ENOSPC: "free some space", errno.EFBIG: "the file size limit (ulimit -f) was reached",
+            errno.EDQUOT: "the disk quota is used up", errno.EROFS: "choose a writable location",
+            errno.EACCES: "check the permissions", errno.EPERM: "check the permissions"}.get(e.errno)
+    if e.filename is not None:
+        where = os.fsdecode(e.filename)
+        if e.filename2 is not None:
+            where += f" -> {os.fsdecode(e.filename2)}"
+    else:
+        where = "standard output" if stdout_broken else ""
+    return (f"{where}: " if where else "") + what + (f" ({hint})" if hint else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -18,3 +19,18 @@ class DataError(LearnError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class UsageError(LearnError):
+    """A bad command line (unknown flag, missing argument, ``--ks abc``): one ``error:`` line, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Drop-in :class:`argparse.ArgumentParser` whose errors are one ``error: PROG: ...`` line and exit code 2.
+
+    ``error()`` raises :class:`UsageError` instead of printing the usage block, so :func:`learn.cli.guarded` reports
+    it like any other bad input. Subparsers made with ``add_subparsers()`` inherit the class.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {' '.join(message.split())} (see --help)")

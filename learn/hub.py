@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from tqdm import tqdm
 
-from learn.errors import LearnError
+from learn.errors import ArgumentParser, LearnError
 from learn.io import atomic_dir
 
 CHUNK = 1 << 20
@@ -328,7 +328,7 @@ def download(source: str, to: str | Path, sha256: str | None = None, name: str |
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m learn download", description=__doc__.splitlines()[0],
+    p = ArgumentParser(prog="python -m learn download", description=__doc__.splitlines()[0],
                                 epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="http(s) URL, hf://ORG/NAME[@REV], gdrive://ID or a Drive link")
     p.add_argument("--to", required=True, metavar="DIR", help="folder to download into")

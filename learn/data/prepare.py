@@ -31,7 +31,7 @@ from learn.data.formats import (
     write_dataset,
     write_pretrain_corpus,
 )
-from learn.errors import DataError, LearnError
+from learn.errors import ArgumentParser, DataError, LearnError
 
 FORMATS = ("recformer", "recbole", "unisrec", "lcrec", "ml-100k", "recformer-pretrain", "mix")
 ASIN = re.compile(r"[0-9A-Z]{10}")
@@ -359,7 +359,7 @@ def seed_finetune_folders(data_root: Path, names: list[str] | None = None) -> li
 
 # ----------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m learn prepare",
         description="Convert a dataset to the canonical RecFormer/LEARN layout (see docs/data.md).",
         epilog="examples:\n  python -m learn prepare --from ml-100k data/ml-100k\n"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from learn.data.formats import is_corpus, load_dataset, load_pretrain_corpus
+from learn.errors import ArgumentParser
 
 BUCKET_EDGES = (1, 3, 5, 10, 20, 50, 100, 200, 500, 1000)  # bucket i holds lengths in [edge_i, edge_{i+1})
 
@@ -93,7 +93,7 @@ def format_stats(s: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m learn stats",
         description="Users, items, interactions, items without meta and the sequence-length distribution.",
     )

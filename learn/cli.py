@@ -68,7 +68,7 @@ def guarded(func, argv: list[str] | None = None) -> int:
         rc = func(argv)
         sys.stdout.flush()  # a closed pipe or a full disk behind stdout shows up here, not at interpreter exit
     except LearnError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -79,9 +79,14 @@ def guarded(func, argv: list[str] | None = None) -> int:
             return 141  # the reader went away (head, less): nothing to report
         if e.errno is None:
             raise
-        print(f"error: {_os_error_line(e, stdout_broken)}", file=sys.stderr)
+        print(f"error: {_one_line(_os_error_line(e, stdout_broken))}", file=sys.stderr)
         return 2
     return int(rc or 0)
+
+
+def _one_line(text: str) -> str:
+    """The promise is one stderr line: a message with line breaks (or a file name holding one) is joined."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip()) or "failed"
 
 
 def _stdout_broken() -> bool:

@@ -3,12 +3,16 @@
 SOURCE is one of
 - an ``http(s)://`` URL: streamed into ``DIR/NAME.part`` with resume (HTTP Range) and retries; the file gets its final
   name only after its full size and (with ``--sha256``) its checksum are verified, so a partial file never looks
-  complete. A checksum mismatch deletes the download. After a dropped connection the ``.part`` file stays and the
-  next run resumes it; after an HTTP error (404, ...) nothing new is written.
+  complete. A checksum mismatch deletes the download (never a file that was there before the command). After a
+  dropped connection the ``.part`` file stays and the next run resumes it; after an HTTP error (404, ...) nothing
+  new is written.
 - ``hf://ORG/NAME[@REVISION]`` (``hf://datasets/ORG/NAME`` for a dataset repo): weights, json, yaml, txt and
   tokenizer files of a Hugging Face repository through ``huggingface_hub.snapshot_download``.
 - a Google Drive file or folder: ``gdrive://ID``, ``gdrive://folder/ID`` or a drive.google.com /
   drive.usercontent.google.com link, through ``gdown``.
+The file name (``--name``, or the URL's percent-decoded last segment) must be one plain name: a separator, ``..``,
+a control character or a drive letter is refused, so nothing is ever written outside ``--to``. A refused download
+leaves no folder behind that it created.
 ``--extract`` unpacks a downloaded .zip/.tar/.tar.gz/.tgz/.tar.bz2/.tar.xz into ``DIR/<archive stem>/`` (other files
 and folders are left as they are, with a note). It refuses the whole archive if any member would land outside that
 folder (absolute paths, ``..``, links pointing outside, device files), and extracts into a temporary sibling folder
@@ -24,6 +28,7 @@ import re
 import sys
 import tarfile
 import time
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,7 +37,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from tqdm import tqdm
 
 from learn.errors import ArgumentParser, LearnError
-from learn.io import atomic_dir
+from learn.io import atomic_dir, check_output_dir, missing_parents, remove_empty
 
 CHUNK = 1 << 20
 HF_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.yml", "*.txt", "*.model"]
@@ -55,6 +60,8 @@ _DRIVE_ID = r"[A-Za-z0-9_-]{10,}"
 def parse_source(source: str) -> Source:
     """Classify SOURCE; raises :class:`LearnError` for anything we cannot download."""
     s = source.strip()
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in s):
+        raise LearnError(f"cannot download {source!r}: the source contains a control character")
     if s.startswith("hf://"):
         ref, _, revision = s[len("hf://"):].partition("@")
         repo_type = None
@@ -98,14 +105,41 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _check_sha(path: Path, expected: str | None) -> None:
-    """Delete ``path`` and raise if its sha256 is not ``expected``."""
+def _check_sha(path: Path, expected: str | None, delete: bool = True) -> None:
+    """Raise if the sha256 of ``path`` is not ``expected``; ``delete`` removes it first (only files we wrote)."""
     if not expected:
         return
     got = sha256_file(path)
     if got != expected.lower():
-        path.unlink(missing_ok=True)
-        raise LearnError(f"sha256 mismatch for {path.name}: expected {expected.lower()}, got {got}; file deleted")
+        if delete:
+            path.unlink(missing_ok=True)
+            raise LearnError(f"sha256 mismatch for {path.name}: expected {expected.lower()}, got {got}; file deleted")
+        raise LearnError(f"{path} already exists and its sha256 is {got}, not {expected.lower()}; it was left as it "
+                         "is (remove it to download again)")
+
+
+def check_file_name(name: str, what: str, hint: str = "it must be one plain file name") -> str:
+    """Return ``name`` if it is one plain file name; raise for separators, ``..``, control characters and the like.
+
+    Applies to ``--name`` and to the name taken from a URL's percent-decoded last segment, so that
+    ``http://host/x/..%2Fescaped.txt`` can never write outside the ``--to`` folder.
+    """
+    problem = None
+    if not name:
+        problem = "it is empty"
+    elif name in (".", ".."):
+        problem = "it is . or .."
+    elif "/" in name or "\\" in name:
+        problem = "it contains a path separator"
+    elif any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        problem = "it contains a control character or undecodable bytes"
+    elif re.match(r"^[A-Za-z]:", name):
+        problem = "it starts with a drive letter"
+    elif len(name.encode("utf-8")) > 255:
+        problem = "it is longer than 255 bytes"
+    if problem:
+        raise LearnError(f"refusing {what}: {problem}; {hint}")
+    return name
 
 
 # --------------------------------------------------------------------------------------------------------- HTTP
@@ -119,10 +153,11 @@ def _total_from_content_range(value: str | None) -> tuple[int | None, int | None
 
 
 def _file_name_from_url(url: str) -> str:
-    name = unquote(PurePosixPath(urlparse(url).path).name)
-    if not name or name in (".", ".."):
+    raw = PurePosixPath(urlparse(url).path).name
+    if not raw or raw in (".", ".."):
         raise LearnError(f"cannot derive a file name from {url!r}; pass --name FILE")
-    return name
+    name = unquote(raw)
+    return check_file_name(name, f"the file name {name!r} decoded from {url!r}", "pass --name FILE")
 
 
 def http_download(url: str, dest: Path, sha256: str | None = None, retries: int = 3, timeout: float = 60.0,
@@ -131,6 +166,8 @@ def http_download(url: str, dest: Path, sha256: str | None = None, retries: int 
     import requests
 
     part = dest.with_name(dest.name + ".part")
+    if part.is_symlink() or (part.exists() and not part.is_file()):
+        raise LearnError(f"{part} is not a regular file; remove it to download {dest.name}")
     session = requests.Session()
     attempt = 0
     while True:
@@ -229,7 +266,8 @@ def archive_stem(path: Path) -> str | None:
     lower = path.name.lower()
     for suffix in ARCHIVE_SUFFIXES:
         if lower.endswith(suffix) and len(lower) > len(suffix):
-            return path.name[: -len(suffix)]
+            stem = path.name[: -len(suffix)]
+            return stem if stem not in (".", "..") else None
     return None
 
 
@@ -291,28 +329,20 @@ def download(source: str, to: str | Path, sha256: str | None = None, name: str |
     to = Path(to)
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise LearnError(f"--sha256 must be 64 hex digits, got {sha256!r}")
-    if name is not None and (not name or Path(name).name != name or name in (".", "..")):
-        raise LearnError(f"--name must be a plain file name, got {name!r}")
-    if src.kind == "http":
-        dest = to / (name or _file_name_from_url(src.ref))
-        if dest.exists():
-            if sha256:
-                _check_sha(dest, sha256)
-            if not quiet:
-                print(f"{dest} already downloaded")
-        else:
-            http_download(src.ref, dest, sha256, retries=retries, quiet=quiet)
-        result = dest
-    elif src.kind == "hf":
-        if sha256:
-            raise LearnError("--sha256 applies to single files, not hf:// repositories")
-        result = hf_download(src, to)
-    else:
-        if sha256 and src.kind == "gdrive-folder":
-            raise LearnError("--sha256 applies to single files, not Google Drive folders")
-        result = gdrive_download(src, to, name, retries=retries, quiet=quiet)
-        if src.kind == "gdrive-file":
-            _check_sha(result, sha256)
+    if name is not None:
+        check_file_name(name, f"--name {name!r}")
+    if sha256 and src.kind == "hf":
+        raise LearnError("--sha256 applies to single files, not hf:// repositories")
+    if sha256 and src.kind == "gdrive-folder":
+        raise LearnError("--sha256 applies to single files, not Google Drive folders")
+    check_output_dir(to, "--to folder")
+    file_name = (name or _file_name_from_url(src.ref)) if src.kind == "http" else name
+    created = missing_parents(to)  # removed again (when empty) if the download is refused
+    try:
+        result = _fetch(src, to, file_name, sha256, retries, quiet)
+    except BaseException:
+        remove_empty(created)
+        raise
     if extract:
         stem = archive_stem(result) if result.is_file() else None
         if stem is None:  # a folder or a plain file: nothing to unpack (scripts may pass --extract blindly)
@@ -324,6 +354,27 @@ def download(source: str, to: str | Path, sha256: str | None = None, name: str |
                 print(f"{folder} already extracted")
             return folder
         result = extract_archive(result)
+    return result
+
+
+def _fetch(src: Source, to: Path, name: str | None, sha256: str | None, retries: int, quiet: bool) -> Path:
+    if src.kind == "http":
+        dest = to / name
+        if dest.exists() or dest.is_symlink():
+            if not dest.is_file():
+                raise LearnError(f"{dest} exists and is not a regular file; pass --name FILE or another --to")
+            _check_sha(dest, sha256, delete=False)  # never delete a file that was there before
+            if not quiet:
+                print(f"{dest} already downloaded")
+        else:
+            http_download(src.ref, dest, sha256, retries=retries, quiet=quiet)
+        return dest
+    if src.kind == "hf":
+        return hf_download(src, to)
+    before = {p.name for p in to.iterdir()} if to.is_dir() else set()
+    result = gdrive_download(src, to, name, retries=retries, quiet=quiet)
+    if src.kind == "gdrive-file":
+        _check_sha(result, sha256, delete=not (result.parent == to and result.name in before))
     return result
 
 

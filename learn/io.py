@@ -1,4 +1,9 @@
-"""Atomic file and folder writes (temp + rename) and strict JSON reads with one-line errors."""
+"""Atomic file and folder writes (temp + rename) and strict JSON reads with one-line errors.
+
+Outputs get the modes of a plain ``open``/``mkdir`` under the user's umask (0o644/0o755 with umask 022), never
+mkstemp's 0600 / mkdtemp's 0700, so a group can read them on a shared cluster. A failed write deletes its temporary
+file or folder (and any parent folder it created) and names the output in its OSError (``ENOSPC``, ``EFBIG``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,97 @@ from typing import Any
 from learn.errors import DataError
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would briefly set it for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new file under the current umask (0o644 with umask 022): what ``open(path, "w")`` would give."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new folder under the current umask (0o755 with umask 022): what ``os.mkdir`` would give."""
+    return 0o777 & ~current_umask()
+
+
+def make_temp_file(path: Path) -> tuple[int, str]:
+    """``tempfile.mkstemp`` next to ``path`` with the usual umask-based mode (mkstemp itself makes 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, file_mode())
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
+def make_temp_dir(path: Path) -> Path:
+    """``tempfile.mkdtemp`` next to ``path`` with the usual umask-based mode (mkdtemp itself makes 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        os.chmod(tmp, dir_mode())
+    except BaseException:
+        os.rmdir(tmp)
+        raise
+    return tmp
+
+
+def _name_file(e: BaseException, path: Path) -> None:
+    """Give an OSError raised while writing ``path`` (``f.write`` leaves it unnamed) the file name."""
+    if isinstance(e, OSError) and e.filename is None:
+        e.filename = str(path)
+
+
+def missing_parents(folder: str | Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    p = Path(folder)
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def make_parents(folder: Path) -> list[Path]:
+    """``folder.mkdir(parents=True, exist_ok=True)``; returns the folders it created, deepest first."""
+    missing = missing_parents(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Remove the folders :func:`make_parents` created, deepest first, as long as they are empty."""
+    for p in created:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> None:
+    """Refuse (one-line DataError) a folder to be written that is a file, or that lies under a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(path, f"exists and is not a folder (the {what} must be a folder)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(parent, f"is not a folder, so the {what} {path} cannot be created")
+            return
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -26,8 +122,12 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    created = make_parents(path.parent)
+    try:
+        fd, tmp = make_temp_file(path)
+    except BaseException:
+        remove_empty(created)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -35,9 +135,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        remove_empty(created)
+        _name_file(e, path)
         raise
 
 
@@ -56,18 +158,21 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     The temporary folder lives in the same parent so the final rename never crosses filesystems.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets the usual mode
+    created = make_parents(path.parent)
+    try:
+        tmp = make_temp_dir(path)  # the published folder gets the usual umask-based mode, not mkdtemp's 0700
+    except BaseException:
+        remove_empty(created)
+        raise
     try:
         yield tmp
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists")
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created)
+        _name_file(e, path)  # a full disk while filling the folder names the output folder
         raise
 
 
@@ -102,3 +207,5 @@ def read_json(path: str | Path) -> Any:
         raise DataError(path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise DataError(path, f"not UTF-8 text ({e.reason})") from None
+    except (OSError, EOFError) as e:  # a folder, no permission, a damaged .gz
+        raise DataError(path, f"cannot read: {getattr(e, 'strerror', None) or e}") from None

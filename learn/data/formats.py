@@ -17,7 +17,6 @@ import gzip
 import io
 import json
 import logging
-import os
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from learn.data.text import item_text
 from learn.errors import DataError
-from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json
+from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json, dir_mode
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +333,7 @@ def _dump(path: Path, obj: Any) -> None:
 
 def _publish_mode(folder: Path) -> None:
     """Give the temp folder (mkdtemp makes it 0700) the usual umask-based mode before it is renamed into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
+    folder.chmod(dir_mode())
 
 
 def _dump_texts(folder: Path, texts: dict[str, str]) -> None:
@@ -503,9 +500,12 @@ def write_pretrain_corpus(corpus: PretrainCorpus, out: str | Path, overwrite: bo
 def is_corpus(path: str | Path) -> bool:
     """True when ``path`` holds a pretrain corpus (train.json is a list) rather than a finetune dataset."""
     p = resolve(Path(path) / "train.json")
-    if not p.exists():
+    if not p.is_file():
         return False
     opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8") as f:
-        head = f.read(64).lstrip()
-    return head.startswith("[")
+    try:  # bytes: a non-UTF-8 or damaged file is reported by the loader, with its name
+        with opener(p, "rb") as f:
+            head = f.read(64).lstrip()
+    except (OSError, EOFError):
+        return False
+    return head.startswith(b"[")

@@ -32,6 +32,7 @@ from learn.data.formats import (
     write_pretrain_corpus,
 )
 from learn.errors import ArgumentParser, DataError, LearnError
+from learn.io import check_output_dir
 
 FORMATS = ("recformer", "recbole", "unisrec", "lcrec", "ml-100k", "recformer-pretrain", "mix")
 ASIN = re.compile(r"[0-9A-Z]{10}")
@@ -77,14 +78,21 @@ def from_recformer(src: Path) -> tuple[SeqDataset, list[str]]:
 
 
 # ----------------------------------------------------------------------------------------------- RecBole
-def read_atomic(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """A RecBole atomic file: (column names without ``:type``, [(line number, fields), ...])."""
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; a missing, unreadable or non-UTF-8 file is a one-line DataError."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e.reason})") from None
+        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror or e}") from None
+
+
+def read_atomic(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A RecBole atomic file: (column names without ``:type``, [(line number, fields), ...])."""
+    lines = _read_lines(path)
     if not lines:
         raise DataError(path, "empty file (expected a typed header such as user_id:token)")
     columns = [c.split(":", 1)[0] for c in lines[0].split("\t")]
@@ -170,10 +178,7 @@ def ml100k_folder() -> Path:
 # ----------------------------------------------------------------------------------------------- UniSRec
 def _tsv(path: Path, ncols: int) -> list[tuple[int, list[str]]]:
     """Rows of a UniSRec tab-separated file, skipping a typed header line (``item_id:token ...``) if present."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
+    lines = _read_lines(path)
     rows = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -393,6 +398,7 @@ def main(argv: list[str]) -> int:
     elif len(srcs) != 1:
         raise LearnError(f"prepare --from {args.fmt} takes exactly SRC OUT ({len(args.paths)} paths given)")
     sources = [Path(s) for s in srcs]
+    check_output_dir(out, "OUT")
     if out.exists() and not args.force:
         raise LearnError(f"{out} already exists (pass --force to replace it)")
     if any(s.resolve() == out.resolve() for s in sources):

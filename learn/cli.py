@@ -66,7 +66,6 @@ def guarded(func, argv: list[str] | None = None) -> int:
 
     try:
         rc = func(argv)
-        sys.stdout.flush()  # a closed pipe or a full disk behind stdout shows up here, not at interpreter exit
     except LearnError as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
@@ -74,12 +73,22 @@ def guarded(func, argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        stdout_broken = _stdout_broken()
-        if isinstance(e, BrokenPipeError) and stdout_broken:
-            return 141  # the reader went away (head, less): nothing to report
+        on_stdout = e.filename is None and _stdout_dead()
+        if on_stdout:
+            _silence_stdout()
+            if isinstance(e, BrokenPipeError):
+                return 141  # the reader went away (head, less): nothing to report
         if e.errno is None:
             raise
-        print(f"error: {_one_line(_os_error_line(e, stdout_broken))}", file=sys.stderr)
+        print(f"error: {_one_line(_os_error_line(e, on_stdout))}", file=sys.stderr)
+        return 2
+    try:  # a closed pipe or a full disk behind stdout shows up here, not as a traceback at interpreter exit
+        sys.stdout.flush()
+    except OSError as e:
+        _silence_stdout()
+        if isinstance(e, BrokenPipeError):
+            return 141
+        print(f"error: {_one_line(_os_error_line(e, True))}", file=sys.stderr)
         return 2
     return int(rc or 0)
 
@@ -89,25 +98,37 @@ def _one_line(text: str) -> str:
     return " | ".join(line.strip() for line in text.splitlines() if line.strip()) or "failed"
 
 
-def _stdout_broken() -> bool:
-    """True when stdout can no longer be written; it is then pointed at /dev/null so the exit flush stays quiet."""
+def _stdout_dead() -> bool:
+    """True when stdout is a pipe whose reader has gone (or stdout cannot even be flushed)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        if any(ev & select.POLLERR for _, ev in poller.poll(0)):
+            return True
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests, notebooks)
+        pass
     try:
         sys.stdout.flush()
         return False
     except OSError:
-        pass
+        return True
+
+
+def _silence_stdout() -> None:
+    """Point a broken stdout at /dev/null, so the flush at interpreter exit does not print 'Exception ignored'."""
     import os
 
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a file descriptor
+    except (OSError, ValueError, AttributeError):
         pass
-    return True
 
 
-def _os_error_line(e: OSError, stdout_broken: bool) -> str:
+def _os_error_line(e: OSError, on_stdout: bool) -> str:
     import errno
     import os
 
@@ -120,5 +141,5 @@ def _os_error_line(e: OSError, stdout_broken: bool) -> str:
         if e.filename2 is not None:
             where += f" -> {os.fsdecode(e.filename2)}"
     else:
-        where = "standard output" if stdout_broken else ""
+        where = "standard output" if on_stdout else ""
     return (f"{where}: " if where else "") + what + (f" ({hint})" if hint else "")

@@ -59,17 +59,27 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setattr(hub, "_RETRY_WAIT", 0.0)
+def start_server() -> ThreadingHTTPServer:
+    """A local HTTP server in a thread serving ``srv.files`` ({path: bytes}); stop it with :func:`stop_server`."""
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.files, srv.log, srv.drop_once, srv.ignore_range = {"/model.bin": DATA}, [], set(), set()
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
+    return srv
+
+
+def stop_server(srv: ThreadingHTTPServer) -> None:
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setattr(hub, "_RETRY_WAIT", 0.0)
+    srv = start_server()
+    yield srv
+    stop_server(srv)
 
 
 def download(*args: str) -> int:
@@ -288,3 +298,23 @@ def test_download_script_sources_parse():
     for *_, size, sha in entries:
         assert size == "unknown" or size.isdigit()
         assert sha == "unknown" or re.fullmatch(r"[0-9a-f]{64}", sha)
+
+
+def test_gdrive_wrong_sha_keeps_a_file_that_was_there(monkeypatch, tmp_path, capsys):
+    """gdown skips a file that exists (resume); a wrong --sha256 then must not delete the user's file."""
+    import gdown
+
+    def fake_download(id=None, output=None, **kw):  # noqa: A002 (gdown's keyword)
+        if not os.path.exists(output):
+            with open(output, "wb") as f:
+                f.write(b"fresh")
+        return output
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    (tmp_path / "d.zip").write_bytes(b"mine")
+    fid = "123AHjsvZFTeT_Mhfb81eMHvnE8fbsFi3"
+    assert download(f"gdrive://{fid}", "--to", str(tmp_path), "--name", "d.zip", "--sha256", "1" * 64) == 2
+    assert "left as it is" in capsys.readouterr().err
+    assert (tmp_path / "d.zip").read_bytes() == b"mine"
+    assert download(f"gdrive://{fid}", "--to", str(tmp_path / "new"), "--name", "d.zip", "--sha256", "1" * 64) == 2
+    assert not (tmp_path / "new").exists()  # the fresh, wrong file is deleted and so is the folder it needed

@@ -197,3 +197,19 @@ def test_bad_input_is_one_line_exit_2(run, tmp_path):
             err = buf.getvalue()
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (needle, err)
+
+
+def test_bench_recommend_quick(tmp_path):
+    """The benchmark script runs end to end at tiny sizes and writes its JSON (no timing checks)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    p = subprocess.run([sys.executable, "benchmarks/bench_recommend.py", "--quick", "--out-dir", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench_recommend.json").read_text())["rows"]
+    commands = {r.get("command") for r in rows}
+    assert {"eval (test)", "recommend --all -k 10"} <= commands and all(r.get("users_per_s", 1) > 0 for r in rows)
+    assert [r for r in rows if "peak_rss_MiB" in r]

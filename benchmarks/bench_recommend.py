@@ -126,7 +126,8 @@ def end_to_end(label: str, n_users: int, n_items: int) -> list[dict]:
                      "users_per_s": lines / (t1 - t0),
                      "what": "whole command: load checkpoint + data + store, encode, top-10, write JSON lines"})
     for r in rows[-2:]:
-        print(f"  {label}: {r['command']}: {r['users']:,} users in {r['rank_s']:.2f}s = {r['users_per_s']:,.0f} users/s")
+        print(f"  {label}: {r['command']}: {r['users']:,} users in {r['rank_s']:.2f}s = "
+              f"{r['users_per_s']:,.0f} users/s")
     return rows
 
 

@@ -11,7 +11,7 @@ OUT=${DEMO_OUT:-runs/demo}
 export WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 extra=()
 if [ "${DEMO_FAST:-0}" = 1 ]; then
-  extra=(train.epochs=1 train.max_steps=3 model.hidden_size=32 model.ffn_size=64 model.output_dim=32 model.num_heads=2)
+  extra=(train.epochs=1 train.max_steps=3 log.log_every=1 model.hidden_size=32 model.ffn_size=64 model.output_dim=32 model.num_heads=2)
 fi
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -33,5 +33,9 @@ step "6/7 finetune from the pretrained weights (configs/demo_finetune.yaml)"
   train.init_from="$OUT/runs/pretrain" "${extra[@]}"
 step "7/7 evaluate the selected checkpoint (full ranking over all 1,682 items)"
 $PY -m learn eval --ckpt "$OUT/runs/finetune" --data "$OUT/data/ml-100k" --store "$OUT/store/ml-100k" \
-  --name MovieLens-100K --out "$OUT"
-echo; echo "results: $OUT/results.md, $OUT/metrics.json"
+  --name MovieLens-100K --out "$OUT" --plot "$OUT/results.png"
+$PY -m learn plot "$OUT/runs/finetune" --out "$OUT/curves.png"   # training loss + validation NDCG@10 per epoch
+step "use the model: top-5 for user 1 (README: \"Using a trained model\")"
+$PY -m learn recommend --ckpt "$OUT/runs/finetune" --data "$OUT/data/ml-100k" --store "$OUT/store/ml-100k" \
+  --user 1 -k 5 --exclude-history
+echo; echo "results: $OUT/results.md, $OUT/metrics.json; charts: $OUT/results.png, $OUT/curves.png"

@@ -3,14 +3,23 @@
 A step folder is built in a temporary sibling and renamed when complete, with a ``manifest.json`` of sha256 sums, so a
 crash never leaves a folder that looks complete and a corrupted one is detected and skipped on resume. Only rank 0
 writes. Everything is read back through safetensors or ``torch.load(weights_only=True)``.
+
+A run folder is held by one process at a time (:class:`RunLock`, ``flock`` on ``<run>/.lock``); the identity of the
+item store a model was trained on (LLM, layer, text template) travels in its ``model.safetensors`` metadata
+(:func:`store_identity`), so a store made another way is refused at resume, initialisation and evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,10 @@ from learn.io import atomic_dir
 
 STEP_RE = re.compile(r"^step-(\d{8})$")
 FILES = ("model.safetensors", "train_state.pt", "config.yaml")
+WEIGHT_FILES = ("model.safetensors", "config.yaml")  # a weights-only folder (best/)
+PARTIAL_RE = re.compile(r"^\.step-\d{8}\.(tmp|old)-")  # left by a crash inside atomic_dir / replace_dir
+STORE_KEY = "learn.item_store"  # safetensors metadata: the identity of the item store the weights were trained on
+IDENTITY = ("model", "layer", "text_template_hash")
 
 
 def _sha256(path: Path) -> str:
@@ -42,10 +55,51 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
 
 
-def save_weights(model: torch.nn.Module, config_yaml: str, folder: Path) -> None:
-    """model.safetensors + config.yaml into an existing folder."""
-    save_file(model_state(model), str(folder / "model.safetensors"))
+def save_weights(model: torch.nn.Module, config_yaml: str, folder: Path, store: dict | None = None,
+                 manifest: bool = False) -> None:
+    """model.safetensors (+ the item store's identity in its metadata) + config.yaml into an existing folder;
+    ``manifest``: also a manifest.json of their sha256 sums."""
+    metadata = {"format": "pt"}
+    if store:
+        metadata[STORE_KEY] = json.dumps(store, sort_keys=True)
+    save_file(model_state(model), str(folder / "model.safetensors"), metadata=metadata)
     (folder / "config.yaml").write_text(config_yaml)
+    if manifest:
+        write_manifest(folder, WEIGHT_FILES)
+
+
+def write_manifest(folder: Path, names: tuple[str, ...]) -> None:
+    (folder / "manifest.json").write_text(json.dumps({name: _sha256(folder / name) for name in names}, indent=1))
+
+
+def identity_of(meta) -> dict:
+    """The identity of an item store (a StoreMeta): which LLM, layer and text template made its vectors."""
+    return {k: getattr(meta, k) for k in IDENTITY}
+
+
+def store_identity(weights: str | Path) -> dict | None:
+    """The item-store identity recorded in a weights file / folder, or None (weights from elsewhere or older)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(weights)
+    file = path if path.suffix == ".safetensors" else path / "model.safetensors"
+    try:
+        with safe_open(str(file), "pt") as f:
+            raw = (f.metadata() or {}).get(STORE_KEY)
+        return json.loads(raw) if raw else None
+    except (OSError, SafetensorError, json.JSONDecodeError):
+        return None
+
+
+def check_store(recorded: dict | None, meta, store_path, what: str) -> None:
+    """Refuse a store whose LLM / layer / template differ from the ones ``what`` was trained on."""
+    if not recorded:
+        return
+    have = identity_of(meta)
+    diff = [f"{k} {have.get(k)!r} vs {recorded.get(k)!r}" for k in IDENTITY if k in recorded and have[k] != recorded[k]]
+    if diff:
+        raise LearnError(f"item store {store_path} was made differently from the one {what} was trained on "
+                         f"({', '.join(diff)}); embed the items with the same LLM, layer and text template")
 
 
 def save_checkpoint(
@@ -56,14 +110,14 @@ def save_checkpoint(
     config_yaml: str,
     keep_last_n: int = 2,
     protect: tuple[int, ...] = (),
+    store: dict | None = None,
 ) -> Path:
     """Write ``ckpt_root/step-{step:08d}`` atomically, then prune older step folders beyond ``keep_last_n``."""
     final = ckpt_root / f"step-{step:08d}"
     with atomic_dir(final, overwrite=True) as tmp:
-        save_weights(model, config_yaml, tmp)
+        save_weights(model, config_yaml, tmp, store=store)
         torch.save(train_state, tmp / "train_state.pt")
-        manifest = {name: _sha256(tmp / name) for name in FILES}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_manifest(tmp, FILES)
     if keep_last_n > 0:
         steps = sorted(list_steps(ckpt_root))
         for old in steps[:-keep_last_n]:
@@ -78,22 +132,50 @@ def list_steps(ckpt_root: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in ckpt_root.iterdir() if p.is_dir() and (m := STEP_RE.match(p.name)))
 
 
-def verify(folder: Path) -> str | None:
-    """None when the folder is a complete, uncorrupted checkpoint; otherwise the reason."""
+def remove_partial(ckpt_root: Path) -> list[str]:
+    """Delete the half-written ``.step-*.tmp-*`` (and moved-aside ``.old-*``) folders a killed writer left behind.
+
+    Only call it while holding the run's lock: a live writer's temporary folder looks the same.
+    """
+    if not ckpt_root.is_dir():
+        return []
+    gone = [p.name for p in ckpt_root.iterdir() if p.is_dir() and PARTIAL_RE.match(p.name)]
+    for name in gone:
+        shutil.rmtree(ckpt_root / name, ignore_errors=True)
+    return gone
+
+
+def verify(folder: Path, required: tuple[str, ...] = FILES) -> str | None:
+    """None when the folder is complete and every file its manifest lists matches its sha256; otherwise why not."""
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
         return "no manifest.json (incomplete write)"
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        if not isinstance(manifest, dict):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError):
         return "manifest.json is corrupted"
-    for name in FILES:
+    for name in dict.fromkeys([*required, *(n for n in manifest if isinstance(n, str) and "/" not in n)]):
         path = folder / name
         if not path.exists():
             return f"{name} is missing"
         if manifest.get(name) != _sha256(path):
             return f"{name} does not match its checksum"
     return None
+
+
+def verify_weights(weights: Path) -> None:
+    """Refuse (one line) a weights folder whose manifest.json does not match its files before anything is loaded.
+
+    Step folders must have a manifest; other folders (best/, an exported model) are checked when they carry one.
+    """
+    folder = weights.parent if weights.suffix == ".safetensors" else weights
+    if STEP_RE.match(folder.name) or (folder / "manifest.json").exists():
+        problem = verify(folder, FILES if STEP_RE.match(folder.name) else WEIGHT_FILES)
+        if problem:
+            raise LearnError(f"{folder}: checkpoint failed its sha256 check ({problem}); it was modified or damaged "
+                             f"after it was written")
 
 
 def latest_valid(ckpt_root: Path, log=print) -> Path | None:
@@ -148,3 +230,112 @@ def load_weights(model: torch.nn.Module, folder: str | Path, strict: bool = True
         raise LearnError(f"{file}: no weight fits the model (different architecture?)")
     target.load_state_dict(usable, strict=False)
     return path
+
+
+# ----------------------------------------------------------------------------------------------- partial loading
+# catalogue-specific tensors: they depend on the item set (one row per item), so a start from a run on another
+# catalogue drops them by shape; every other tensor belongs to the towers (adaptor, layers, positions, projection)
+CATALOGUE_TENSORS = ("id_embedding.weight", "item_bias")
+
+
+@dataclass
+class LoadReport:
+    source: Path
+    loaded: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # model tensor -> why it kept its initial value
+    unused: list[str] = field(default_factory=list)  # source tensors the model has no place for
+    params_loaded: int = 0
+    params_total: int = 0
+
+    @property
+    def towers_missing(self) -> list[str]:
+        return [k for k in self.skipped if k not in CATALOGUE_TENSORS]
+
+    def summary(self) -> str:
+        n = len(self.loaded) + len(self.skipped)
+        text = (f"initialised from {self.source}: {len(self.loaded)}/{n} tensors, "
+                f"{self.params_loaded:,}/{self.params_total:,} parameters loaded")
+        if self.skipped:
+            text += "; skipped " + ", ".join(f"{k} ({why})" for k, why in self.skipped.items())
+        if self.unused:
+            text += f"; unused from the source: {', '.join(self.unused[:6])}" + (" ..." if len(self.unused) > 6
+                                                                               else "")
+        return text
+
+
+def load_matching(model: torch.nn.Module, folder: str | Path) -> LoadReport:
+    """Load every tensor of a run / checkpoint / weights folder that fits ``model`` by name and shape; report."""
+    from safetensors import SafetensorError
+
+    path = resolve_weights(folder)
+    file = path if path.suffix == ".safetensors" else path / "model.safetensors"
+    try:
+        state = load_file(str(file))
+    except (OSError, SafetensorError) as e:
+        raise LearnError(f"{file}: unreadable weights ({e})") from None
+    target = unwrap(model)
+    own = target.state_dict()
+    report = LoadReport(source=path, unused=[k for k in state if k not in own])
+    usable = {}
+    for k, v in own.items():
+        report.params_total += v.numel()
+        if k not in state:
+            report.skipped[k] = "not in the source"
+        elif state[k].shape != v.shape:
+            report.skipped[k] = f"shape {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        else:
+            usable[k] = state[k]
+            report.loaded.append(k)
+            report.params_loaded += v.numel()
+    target.load_state_dict(usable, strict=False)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------- run lock
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``<run_dir>/.lock``: one process per run folder.
+
+    The kernel drops the lock when the holder dies (kill -9 included), so no stale lock survives a crash.
+    ``created`` says whether this process made the run folder (so a refused start can remove it again).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / ".lock"
+        self.created = not self.run_dir.exists()
+        missing = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
+        self.made = missing  # the folders this process creates, innermost first
+        self.file = None
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise LearnError(f"{self.run_dir}: exists and is not a run folder")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.close()
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise LearnError(f"{self.run_dir} is in use by another training process (its .lock is held); wait "
+                                 f"for it or pick another log.run_name") from None
+            raise
+        try:  # the file we locked must still be the one at the path (not unlinked by a refused start meanwhile)
+            same = os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            f.close()
+            raise LearnError(f"{self.run_dir} is being set up or removed by another process; try again")
+        self.file = f
+
+    def release(self, remove_folder: bool = False) -> None:
+        """Unlock; ``remove_folder``: also delete the run folder when this process created it and it holds nothing
+        else (a refused start leaves no trace)."""
+        if self.file is None:
+            return
+        if remove_folder and self.created:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while still locked, so no other process can hold the unlinked file
+                for folder in self.made:  # innermost first; stops at the first one that is not empty
+                    folder.rmdir()
+        self.file.close()
+        self.file = None

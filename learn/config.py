@@ -73,6 +73,8 @@ class TrainConfig:
     eval_metric: str = "ndcg@10"
     patience: int = 0  # early stopping: validations without improvement (0 = off)
     init_from: str = ""  # weights-only start (e.g. a pretraining checkpoint folder)
+    # true: start even when some tower tensors of init_from do not fit (ID tables / item biases may always differ)
+    init_partial: bool = False
     # exponential moving average of the weights, updated every optimizer step (0 = off); when on, validation, the
     # best checkpoint and the test read the averaged weights
     ema_decay: float = 0.0
@@ -95,6 +97,9 @@ class CkptConfig:
     save_every_steps: int = 0  # 0 = only at epoch ends
     keep_last_n: int = 2
     resume: str = "auto"  # auto: newest complete checkpoint of this run | none | path to a step folder
+    # the run folder already holds a run with another config: refuse (list the keys) | fresh (move it aside to
+    # <name>.old-<time>, start anew) | accept (resume; only keys that cannot change what was learnt may differ)
+    on_mismatch: str = "refuse"
 
 
 @dataclass

@@ -90,7 +90,7 @@ def _run_max_history(weights: Path, default: int = 40) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from learn.checkpoint import resolve_weights
+    from learn.checkpoint import check_store, resolve_weights, store_identity, verify_weights
     from learn.model import load_pretrained
 
     p = argparse.ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
@@ -119,6 +119,7 @@ def main(argv: list[str]) -> int:
 
     device = pick_device(args.device)
     weights = resolve_weights(args.ckpt)
+    verify_weights(weights)  # the sha256 manifest, before anything is loaded
     model = load_pretrained(weights).to(device)
     if args.max_history is None:
         args.max_history = _run_max_history(weights)
@@ -126,6 +127,7 @@ def main(argv: list[str]) -> int:
     if data.store.dim != model.cfg.input_dim:
         raise LearnError(f"{args.store}: item vectors have dim {data.store.dim}, the model expects "
                          f"{model.cfg.input_dim} (embed with the same LLM the model was trained on)")
+    check_store(store_identity(weights), data.store.meta, args.store, f"the model {weights}")
     splits = ["val", "test"] if args.split == "both" else [args.split]
     result = {"checkpoint": str(weights), "data": args.data, "mask_history": args.mask_history,
               "average": args.average}

@@ -5,6 +5,11 @@ rendezvous). AdamW + warm-up/cosine in steps, gradient accumulation, clipping, A
 optional ``torch.compile`` and weight average (EMA); validation with full ranking, early stopping, best weights kept;
 atomic step checkpoints with automatic resume (so ``torchrun --max-restarts`` recovers a crashed worker); metrics to
 stdout, jsonl and wandb.
+
+A run folder belongs to one run: rank 0 holds ``<run>/.lock`` while it trains, resumes only when the resolved config
+matches the folder's ``config.yaml`` (``ckpt.on_mismatch`` says what else to do) and writes ``config.yaml`` only once
+every check has passed, so a refused start leaves nothing behind. A resume is bit-identical to the uninterrupted run
+(dropout included: the DataLoader never draws from the global RNG). A non-finite loss stops the run, naming the step.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from tqdm.auto import tqdm
 
 from learn import checkpoint as ckpt
 from learn import distributed as D
-from learn.config import RunConfig, load_config, save_config
+from learn.config import RunConfig, load_config, parse_override, save_config
 from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
 from learn.data.samples import Batch, Collator, SequenceSamples, lookup
 from learn.errors import LearnError
@@ -135,6 +140,48 @@ def cosine_lambda(warmup: int, total: int, floor: float):
     return f
 
 
+# config keys never compared on resume: the resume switches themselves and where the folder or its workers live
+IGNORED_ON_RESUME = frozenset({"ckpt.resume", "ckpt.on_mismatch", "log.output_dir", "log.progress", "data.num_workers",
+                               "train.init_partial"})
+# keys ckpt.on_mismatch=accept lets a resumed run change: how long it runs, how often it validates, logs and saves,
+# where it runs; never what it learns from or how (data, model, loss, optimiser, seed)
+SAFE_TO_CHANGE = frozenset({"train.epochs", "train.max_steps", "train.patience", "train.eval_every",
+                            "train.eval_batch_size", "train.device", "train.compile", "data.preload_store",
+                            "ckpt.keep_last_n", "ckpt.save_every_epochs", "ckpt.save_every_steps"})
+MISMATCH_MODES = ("refuse", "fresh", "accept")
+# model keys a train.init_from start takes from the source run's config.yaml unless given on the command line: the
+# shape of the towers (dropout, the ID table and the item bias stay this run's choice: catalogue/recipe specific)
+INHERITED_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_size", "output_dim", "max_len", "position",
+                        "item_tower", "text_input", "layer_norm_eps")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _safe_to_change(key: str) -> bool:
+    return key in SAFE_TO_CHANGE or key.startswith("log.")
+
+
+def _short(value, n: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def config_differences(saved: dict, current: dict) -> list[tuple[str, object, object]]:
+    """(key, saved value, current value) for every key both configs hold that differs (ignored keys left out)."""
+    old, new = _flat(saved), _flat(current)
+    return [(k, old[k], v) for k, v in new.items()
+            if k in old and k not in IGNORED_ON_RESUME and old[k] != v
+            and not (isinstance(v, int | float) and isinstance(old[k], int | float) and float(old[k]) == float(v))]
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
     if torch.cuda.is_available():
@@ -150,9 +197,14 @@ def _set_rng_state(state: dict) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, explicit: set[str] | frozenset[str] | None = None):
+        """``explicit``: the dotted config keys given on the command line (they win over what a ``train.init_from``
+        run's config.yaml says); None = every model key that differs from its default counts as chosen."""
         self.cfg = cfg
         t = cfg.train
+        if cfg.ckpt.on_mismatch not in MISMATCH_MODES:
+            raise LearnError(f"config: ckpt.on_mismatch must be one of {', '.join(MISMATCH_MODES)}, "
+                             f"got {cfg.ckpt.on_mismatch!r}")
         self.dist = D.init(t.device)
         self.device = self.dist.device
         self.main = self.dist.is_main
@@ -162,10 +214,98 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self.ckpt_root = self.run_dir / "checkpoints"
         self.loss = t.loss if t.loss != "auto" else ("infonce" if t.stage == "pretrain" else "softmax")
-        torch.manual_seed(t.seed + self.dist.rank)
-        random.seed(t.seed + self.dist.rank)
-        self._build_data()
-        self._build_model()
+        self.lock: ckpt.RunLock | None = None
+        self._agree(self._claim_run_dir)  # rank 0 holds the run folder before anything is read or written
+        try:
+            torch.manual_seed(t.seed + self.dist.rank)
+            random.seed(t.seed + self.dist.rank)
+            self._build_data()
+            self._build_model(explicit)
+            self.config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            self._agree(self._check_run_dir)
+        except BaseException:
+            self._release(refused=True)
+            raise
+
+    # ----------------------------------------------------------------------------------------------- run folder
+    def _agree(self, check) -> None:
+        """Run ``check`` on rank 0; every rank raises its LearnError (one broadcast under torchrun)."""
+        error = None
+        if self.main:
+            try:
+                check()
+            except LearnError as e:
+                if not self.dist.enabled:
+                    raise
+                error = e
+        if self.dist.enabled:
+            message = D.broadcast_object(None if error is None else str(error))
+            if message is not None:
+                raise error if error is not None else LearnError(message)
+
+    def _claim_run_dir(self) -> None:
+        """Lock ``<run>/.lock`` (a second process refuses at once) and delete what a killed writer left half-done."""
+        self.lock = ckpt.RunLock(self.run_dir)
+        gone = ckpt.remove_partial(self.ckpt_root) + ckpt.remove_partial(self.run_dir)
+        if gone:
+            self.log(f"removed {len(gone)} half-written folder(s) of an interrupted run: {', '.join(gone)}")
+
+    def _release(self, refused: bool = False) -> None:
+        """Unlock the run folder; after a refused start also remove it if this process created it (and it is empty)."""
+        if self.lock is not None:
+            self.lock.release(remove_folder=refused)
+            self.lock = None
+
+    def _saved_config(self) -> tuple[Path, dict] | None:
+        """The config of the run already in the folder: its config.yaml, else its newest checkpoint's."""
+        path = self.run_dir / "config.yaml"
+        if not path.exists():
+            latest = ckpt.latest_valid(self.ckpt_root, log=lambda _: None)
+            if latest is None:
+                return None
+            path = latest / "config.yaml"
+        try:
+            saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            saved = None
+        if not isinstance(saved, dict):
+            saved = {"config.yaml": "unreadable"}
+        return path, saved
+
+    def _check_run_dir(self) -> None:
+        """Resume only a run with this config; else refuse (listing the keys), move it aside or accept safe keys."""
+        found = self._saved_config()
+        if found is None:
+            return
+        path, saved = found
+        diff = config_differences(saved, yaml.safe_load(self.config_yaml))
+        if "config.yaml" in saved:
+            diff = [("config.yaml", "unreadable", "")]
+        if not diff:
+            return
+        mode = self.cfg.ckpt.on_mismatch
+        unsafe = [d for d in diff if not _safe_to_change(d[0])]
+        listed = ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in (unsafe or diff))
+        if mode == "accept" and not unsafe:
+            self.log(f"ckpt.on_mismatch=accept: resuming {self.run_dir} with {listed}")
+            return
+        if mode == "fresh":
+            aside = self.run_dir.with_name(f"{self.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            old = self.lock
+            os.rename(self.run_dir, aside)  # same parent: one atomic rename, nothing deleted
+            if (aside / "corpus").is_dir():  # the flat pretraining corpus cache is data, not part of the old run
+                self.run_dir.mkdir()
+                os.rename(aside / "corpus", self.run_dir / "corpus")
+            self.lock = ckpt.RunLock(self.run_dir)
+            old.release()
+            self.log(f"ckpt.on_mismatch=fresh: {self.run_dir} held a run with another config ({listed}); moved it "
+                     f"to {aside}, starting anew")
+            return
+        hint = ("only " + ", ".join(sorted(SAFE_TO_CHANGE)) + " and log.* may change on resume"
+                if mode == "accept" else "set ckpt.on_mismatch=fresh to move it aside, ckpt.on_mismatch=accept "
+                "for train.epochs/patience/eval_every, logging or saving keys")
+        raise LearnError(f"{self.run_dir} holds a run with another config ({listed}; saved in {path}): not resuming "
+                         f"it; use another log.run_name or {hint}")
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _build_data(self) -> None:
@@ -252,17 +392,56 @@ class Trainer:
         self.keys = corpus.item_keys
         return [[smap[k] for k in s] for s in corpus.train if lo <= len(s) <= hi]
 
-    def _build_model(self) -> None:
+    def _inherit_architecture(self, source: Path, explicit) -> None:
+        """Take the towers' shape from the init_from run's config.yaml where this run did not choose it."""
+        folder = source.parent if source.suffix == ".safetensors" else source
+        try:
+            doc = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return
+        model = doc.get("model") if isinstance(doc, dict) else None
+        if not isinstance(model, dict):
+            return
+        defaults = type(self.cfg.model)()
+        taken = []
+        for key in INHERITED_MODEL_KEYS:
+            if key not in model:
+                continue
+            chosen = (f"model.{key}" in explicit if explicit is not None
+                      else getattr(self.cfg.model, key) != getattr(defaults, key))
+            if not chosen and getattr(self.cfg.model, key) != model[key]:
+                taken.append(f"{key}={model[key]}")
+                setattr(self.cfg.model, key, model[key])
+        if taken:
+            self.log(f"model from {folder / 'config.yaml'} (train.init_from): {', '.join(taken)}")
+
+    def _init_from(self, source: Path) -> None:
+        t = self.cfg.train
+        ckpt.check_store(ckpt.store_identity(source), self.store.meta, self.store.path, f"train.init_from={source}")
+        report = ckpt.load_matching(self.model, source)
+        self.log(report.summary())
+        missing = report.towers_missing
+        if not report.loaded or (missing and not t.init_partial):
+            towers = len(report.loaded) + len(missing)
+            raise LearnError(
+                f"train.init_from={t.init_from}: the towers did not load ({len(missing)} of {towers} tower tensors do "
+                f"not fit, e.g. {', '.join(f'{k} ({report.skipped[k]})' for k in missing[:3])}); use the source's "
+                f"model.* settings" + (" or train.init_partial=true to start from what fits" if report.loaded else ""))
+
+    def _build_model(self, explicit=None) -> None:
         cfg, t = self.cfg, self.cfg.train
+        source = ckpt.resolve_weights(t.init_from) if t.init_from else None
+        if source is not None:
+            self._inherit_architecture(source, explicit)
         if cfg.model.input_dim != self.input_dim:
             self.log(f"model.input_dim set to the item store's dim {self.input_dim}")
             cfg.model.input_dim = self.input_dim
         if cfg.model.uses_item_ids:
             cfg.model.num_items = len(self.keys)
         self.model = LEARNModel(cfg.model).to(self.device)
-        if t.init_from:
-            src = ckpt.load_weights(self.model, t.init_from, strict=False)
-            self.log(f"initialised weights from {src}")
+        self.store_identity = ckpt.identity_of(self.store.meta)  # recorded in every model.safetensors written
+        if source is not None:
+            self._init_from(source)
         self.objective = Objective(
             self.model, self.loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions,
             t.item_dropout,
@@ -321,7 +500,7 @@ class Trainer:
         if self.main:
             ckpt.save_checkpoint(
                 self.ckpt_root, self.step, self.eval_model, state, self.config_yaml,
-                keep_last_n=self.cfg.ckpt.keep_last_n,
+                keep_last_n=self.cfg.ckpt.keep_last_n, store=self.store_identity,
             )
         D.barrier()
 
@@ -334,6 +513,7 @@ class Trainer:
         if folder is None:
             return 0, 0
         state = ckpt.load_train_state(folder)
+        ckpt.check_store(ckpt.store_identity(folder), self.store.meta, self.store.path, f"the checkpoint {folder}")
         if (self.ema is not None) != ("raw_weights" in state):
             raise LearnError(f"{folder}: saved with another train.ema_decay setting (on/off) than this run")
         if self.ema is not None:
@@ -362,6 +542,9 @@ class Trainer:
         batches = [order[i : i + bs] for i in range(0, self.micro_per_epoch * bs, bs)][skip:]
         batches = [b for b in batches if b]
         nw = self.cfg.data.num_workers
+        # an own generator: building the iterator draws the workers' base seed from it, not from the global RNG,
+        # which a resume has just restored (a draw there would shift every later dropout mask)
+        gen = torch.Generator().manual_seed((t.seed * 1_000_003 + epoch) * 4099 + self.dist.rank)
         return DataLoader(
             self.train_set,
             batch_sampler=batches,
@@ -369,6 +552,7 @@ class Trainer:
             num_workers=nw,
             persistent_workers=False,
             pin_memory=self.device.type == "cuda",
+            generator=gen,
         )
 
     def _micro_step(self, batch: Batch) -> torch.Tensor:
@@ -407,12 +591,21 @@ class Trainer:
         return D.broadcast_object(metrics)
 
     def fit(self) -> dict:
+        try:
+            start = self._resume()
+        except BaseException:
+            self._release(refused=True)
+            raise
+        try:
+            return self._fit(*start)
+        finally:
+            self._release()
+
+    def _fit(self, start_epoch: int, skip: int) -> dict:
         cfg, t = self.cfg, self.cfg.train
-        self.config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        if self.main:
+        if self.main:  # every check has passed: from here on the folder is this run's
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        start_epoch, skip = self._resume()
         logger = MetricLogger(
             self.run_dir,
             cfg.to_dict(),
@@ -445,7 +638,13 @@ class Trainer:
                 with sync:
                     loss = self._micro_step(batch)
                     self.scaler.scale(loss / t.grad_accum).backward()
-                running += loss.item()
+                value = loss.item()  # the one sync per micro-step there always was; checked before any update
+                if not math.isfinite(value):
+                    raise LearnError(
+                        f"training loss is {value} at epoch {epoch + 1}, step {self.step + 1} (micro-batch "
+                        f"{micro + 1}): stopped before the update; nothing of this step was saved (lower train.lr, "
+                        f"check the data)")
+                running += value
                 nmicro += 1
                 seen += batch.hist.shape[0]
                 micro += 1
@@ -500,7 +699,8 @@ class Trainer:
                         self.best, self.best_step, self.bad_evals = metrics[metric_name], self.step, 0
                         if self.main:
                             with atomic_dir(self.run_dir / "best", overwrite=True) as tmp:
-                                ckpt.save_weights(self.eval_model, self.config_yaml, tmp)
+                                ckpt.save_weights(self.eval_model, self.config_yaml, tmp, store=self.store_identity,
+                                                  manifest=True)
                                 atomic_write_json(tmp / "val_metrics.json", {"step": self.step, **metrics})
                         logger.summary({f"best/val_{k}": v for k, v in metrics.items()})
                     else:
@@ -555,7 +755,8 @@ def _main(argv: list[str], stage: str) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4 data.dataset=runs/x")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, [*args.overrides, f"train.stage={stage}"])
-    Trainer(cfg).fit()
+    explicit = {".".join(parse_override(o)[0]) for o in args.overrides}
+    Trainer(cfg, explicit).fit()
     return 0
 
 

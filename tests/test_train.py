@@ -124,20 +124,26 @@ sys.exit(train.main_finetune(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("ema", ["0", "0.9"])
-def test_sigkill_then_resume_equals_uninterrupted(tiny, ema):
+# 5 steps per epoch, a checkpoint every 2 steps and at each epoch end: saves at steps 2, 4, 5, 6, 8, 10, ...
+# kill after save 3 = an epoch end; after save 2 (step 4) or 4 (step 6) = mid-epoch, with dropout on
+@pytest.mark.parametrize(("ema", "kill_after", "mid_epoch"), [("0", "3", False), ("0", "2", True), ("0.9", "4", True)])
+def test_sigkill_then_resume_equals_uninterrupted(tiny, ema, kill_after, mid_epoch):
     tmp, data, store = tiny
     common = ["train.epochs=3", "ckpt.save_every_steps=2", "ckpt.keep_last_n=10", "train.eval_every=1",
-              f"train.ema_decay={ema}"]
+              f"train.ema_decay={ema}", "model.dropout=0.3"]
     _run(_finetune_args(tmp, data, store, *common, "log.run_name=straight"))
     args = _finetune_args(tmp, data, store, *common, "log.run_name=killed")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), KILL_AFTER_SAVES="3")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KILL_AFTER_SAVES=kill_after)
     proc = subprocess.run([sys.executable, "-c", _KILLER, *args], env=env, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr[-2000:]
     killed_steps = list_steps(tmp / "runs" / "killed" / "checkpoints")
     straight_steps = list_steps(tmp / "runs" / "straight" / "checkpoints")
     assert 0 < len(killed_steps) < len(straight_steps)
+    last = tmp / "runs" / "killed" / "checkpoints" / f"step-{killed_steps[-1]:08d}" / "train_state.pt"
+    assert (torch.load(last, weights_only=True)["micro"] != 0) == mid_epoch
+    (last.parent.parent / f".step-{killed_steps[-1] + 1:08d}.tmp-x1y2").mkdir()  # as if killed while writing
     _run(args)  # resume: auto
+    assert not list((tmp / "runs" / "killed" / "checkpoints").glob(".step-*"))
     final = f"step-{straight_steps[-1]:08d}/model.safetensors"
     a = load_file(str(tmp / "runs" / "straight" / "checkpoints" / final))
     b = load_file(str(tmp / "runs" / "killed" / "checkpoints" / final))
@@ -181,9 +187,9 @@ def test_weight_average_is_what_is_validated_saved_and_tested(tiny):
     assert m0["val"] == pytest.approx(mr["val"], abs=1e-6)
     best = load_file(runs / "avg" / "best" / "model.safetensors")
     assert best.keys() == raw.keys()
-    with pytest.raises(LearnError, match="another train.ema_decay"):  # resuming with the average switched off
+    with pytest.raises(LearnError, match=r"another config \(train.ema_decay: 0.9 -> 0.0"):  # average switched off
         Trainer(load_config(None, [*_finetune_args(tmp, data, store, *args, "log.run_name=avg", "train.epochs=3"),
-                                   "train.stage=finetune"]))._resume()
+                                   "train.stage=finetune", "ckpt.on_mismatch=accept"]))
     with pytest.raises(LearnError, match=r"train.ema_decay must be in \[0, 1\)"):
         load_config(None, ["train.ema_decay=1"])
 
@@ -200,7 +206,8 @@ def test_corrupted_and_half_written_checkpoints_are_skipped(tiny, capsys):
         f.truncate(100)
     (root / ".step-00009999.tmp-abc").mkdir()  # a half-written folder from a crash
     assert verify(newest) is not None
-    trainer = Trainer(load_config(None, [*args, "train.epochs=3", "train.stage=finetune"]))
+    trainer = Trainer(load_config(None, [*args, "train.epochs=3", "train.stage=finetune", "ckpt.on_mismatch=accept"]))
+    assert not (root / ".step-00009999.tmp-abc").exists()  # removed on the next start
     epoch, _ = trainer._resume()
     assert trainer.step == steps[0] and epoch == 1
 

@@ -256,7 +256,9 @@ class LoadReport:
         text = (f"initialised from {self.source}: {len(self.loaded)}/{n} tensors, "
                 f"{self.params_loaded:,}/{self.params_total:,} parameters loaded")
         if self.skipped:
-            text += "; skipped " + ", ".join(f"{k} ({why})" for k, why in self.skipped.items())
+            shown = [f"{k} ({why})" for k, why in list(self.skipped.items())[:8]]
+            more = len(self.skipped) - len(shown)
+            text += f"; skipped {len(self.skipped)}: " + ", ".join(shown) + (f" ... (+{more} more)" if more else "")
         if self.unused:
             text += f"; unused from the source: {', '.join(self.unused[:6])}" + (" ..." if len(self.unused) > 6
                                                                                else "")

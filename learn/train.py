@@ -432,6 +432,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         source = ckpt.resolve_weights(t.init_from) if t.init_from else None
         if source is not None:
+            ckpt.verify_weights(source)
             self._inherit_architecture(source, explicit)
         if cfg.model.input_dim != self.input_dim:
             self.log(f"model.input_dim set to the item store's dim {self.input_dim}")

@@ -279,3 +279,60 @@ def test_separate_item_tower_under_two_gloo_ranks(tiny):
                            "-m", "learn", "finetune", *args], env=env, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp / "runs" / "sep" / "metrics.json").read_text())["test"]["users"] == 40
+
+
+# ------------------------------------------------------------------------------------------------ run folder, init_from
+def test_on_mismatch_accept_resumes_with_more_epochs_and_fresh_moves_the_run_aside(tiny):
+    tmp, data, store = tiny
+    run = tmp / "runs" / "ft"
+    _run(_finetune_args(tmp, data, store, "train.epochs=1"))
+    steps = list_steps(run / "checkpoints")
+    result = _run(_finetune_args(tmp, data, store, "train.epochs=2", "ckpt.on_mismatch=accept"))
+    assert result["steps"] == 2 * steps[-1]  # resumed: one more epoch, not two
+    assert "epochs: 2" in (run / "config.yaml").read_text()
+    _run(_finetune_args(tmp, data, store, "train.epochs=1", "train.lr=1e-3", "ckpt.on_mismatch=fresh"))
+    (aside,) = (tmp / "runs").glob("ft.old-*")
+    assert "lr: 0.003" in (aside / "config.yaml").read_text() and "lr: 0.001" in (run / "config.yaml").read_text()
+    assert list_steps(aside / "checkpoints") and (aside / "metrics.json").exists()
+
+
+def test_init_from_takes_the_source_towers_unless_chosen_on_the_command_line(tiny, capsys):
+    tmp, data, store = tiny
+    _run(_finetune_args(tmp, data, store, "train.epochs=1", "log.run_name=src", "model.num_layers=1",
+                        "model.hidden_size=16"))
+    src = tmp / "runs" / "src"
+    args = _finetune_args(tmp, data, store, "train.epochs=1", "log.run_name=dst", f"train.init_from={src}")
+    capsys.readouterr()
+    # the model.* values come from a config file, not the command line: the source's shape wins and all of it loads
+    trainer = Trainer(load_config(None, [*args, "train.stage=finetune"]), explicit=set())
+    assert (trainer.cfg.model.num_layers, trainer.cfg.model.hidden_size) == (1, 16)
+    out = capsys.readouterr().out
+    assert "num_layers=1" in out and "16/16 tensors" in out and "skipped" not in out
+    trainer._release(refused=True)
+    chosen = {"model.num_layers", "model.hidden_size"}  # given on the command line: they win, the towers do not fit
+    with pytest.raises(LearnError, match="towers did not load"):
+        Trainer(load_config(None, [*args, "train.stage=finetune"]), explicit=chosen)
+    assert not (tmp / "runs" / "dst").exists()
+    partial = Trainer(load_config(None, [*args, "train.stage=finetune", "train.init_partial=true"]), explicit=chosen)
+    assert partial.cfg.model.num_layers == 2 and "skipped" in capsys.readouterr().out
+
+
+def test_init_from_another_catalogue_drops_only_the_id_table_and_bias(tiny, capsys):
+    tmp, data, store = tiny
+    ids = ["model.item_id_embedding=true", "model.item_bias=true"]
+    _run(_finetune_args(tmp, data, store, "train.epochs=1", "log.run_name=big", *ids))
+    small, small_store = make_tiny_dataset(tmp / "small", n_items=25)
+    capsys.readouterr()
+    result = _run(_finetune_args(tmp, small, small_store, "train.epochs=1", "log.run_name=small", *ids,
+                                 f"train.init_from={tmp / 'runs' / 'big'}"))
+    out = capsys.readouterr().out
+    assert "28/30 tensors" in out and "skipped 2: " in out
+    assert "id_embedding.weight (shape (30, 32) vs (25, 32))" in out and "item_bias (shape (30,) vs (25,))" in out
+    assert result["test"]["users"] == 40
+
+
+def test_nan_loss_stops_with_the_step_named(tiny):
+    tmp, data, store = tiny
+    with pytest.raises(LearnError, match=r"training loss is (nan|inf) at epoch 1, step 2 "):
+        _run(_finetune_args(tmp, data, store, "train.lr=1e30"))
+    assert not list_steps(tmp / "runs" / "ft" / "checkpoints")

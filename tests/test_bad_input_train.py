@@ -1,0 +1,293 @@
+"""Bad input and refusals of pretrain / finetune / eval (issue 13): each case exits 2 with exactly one ``error:`` line
+on stderr naming the problem, and creates or damages nothing (a refused run leaves no config.yaml / metrics.jsonl).
+
+Covers: a run folder holding another config (lr, dataset, model, unreadable config.yaml; ``ckpt.on_mismatch``), its
+lock held by another process, ``train.init_from`` with towers that do not fit / missing / tampered, an item store made
+by another LLM at finetune (init and resume) and at eval, tampered checkpoints at eval, a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from learn.config import load_config
+from learn.train import Trainer
+from tests.conftest import TINY_MODEL, make_tiny_corpus, make_tiny_dataset, run_cli
+
+ENV = {"OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+
+
+def _ft_args(tmp: Path, data: Path, store: Path, name: str, *extra: str) -> list[str]:
+    return [*TINY_MODEL, f"data.dataset={data}", f"data.store={store}", f"log.output_dir={tmp / 'runs'}",
+            f"log.run_name={name}", "log.wandb=false", "log.progress=false", "train.batch_size=8", "train.lr=3e-3",
+            "train.epochs=1", "train.catalogue_chunk=7", "ckpt.save_every_steps=2", *extra]
+
+
+def _pt_args(tmp: Path, corpus: Path, store: Path, name: str, *extra: str) -> list[str]:
+    return [*TINY_MODEL, f"data.pretrain_corpus={corpus}", f"data.store={store}", f"log.output_dir={tmp / 'runs'}",
+            f"log.run_name={name}", "log.wandb=false", "log.progress=false", "train.batch_size=8", "train.epochs=1",
+            "data.min_seq_len=3", *extra]
+
+
+def _store_like(src: Path, dst: Path, model: str = "other-llm", scale: float = 1.0) -> Path:
+    """A store with the same keys and dim as ``src``, made by another LLM (or with scaled vectors)."""
+    from learn.data.store import ItemStore, write_store
+
+    keys, vectors = ItemStore(src).to_array()
+    write_store(dst, keys, (vectors * scale).astype("float32"),
+                meta={"dim": vectors.shape[1], "dtype": "float32", "count": len(keys), "model": model})
+    return dst
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused(proc: subprocess.CompletedProcess, *words: str) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-3000:]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Tiny data + store, one finished finetune run ``base`` and one pretrain run ``pt`` (in-process, fast)."""
+    tmp = tmp_path_factory.mktemp("badtrain")
+    data, store = make_tiny_dataset(tmp)
+    Trainer(load_config(None, [*_ft_args(tmp, data, store, "base"), "train.stage=finetune"])).fit()
+    corpus = make_tiny_corpus(tmp, data, store)
+    Trainer(load_config(None, [*_pt_args(tmp, corpus, store, "pt"), "train.stage=pretrain"])).fit()
+    other = _store_like(store, tmp / "other_store")
+    return tmp, data, store, corpus, other
+
+
+def _copy_run(tmp: Path, name: str, to: str) -> Path:
+    dst = tmp / "runs" / to
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(tmp / "runs" / name, dst)
+    return dst
+
+
+def _finetune(*args: str):
+    return run_cli("finetune", *args, env=ENV)
+
+
+# ------------------------------------------------------------------------------------------ run folder: config
+def test_resume_with_another_lr_lists_the_key_and_changes_nothing(env):
+    tmp, data, store, _, _ = env
+    run = _copy_run(tmp, "base", "lr")
+    before = _snapshot(run)
+    line = _refused(_finetune(*_ft_args(tmp, data, store, "lr", "train.lr=1e-3")), "train.lr", "ckpt.on_mismatch")
+    assert "data." not in line  # only the key that differs
+    assert _snapshot(run) == before
+
+
+def test_resume_with_another_dataset_is_refused(env):
+    tmp, data, store, _, _ = env
+    run = _copy_run(tmp, "base", "ds")
+    other_data = tmp / "tiny_copy"
+    if not other_data.exists():
+        shutil.copytree(data, other_data)
+    before = _snapshot(run)
+    _refused(_finetune(*_ft_args(tmp, other_data, store, "ds")), "data.dataset")
+    assert _snapshot(run) == before
+
+
+def test_accept_refuses_a_key_that_is_not_safe_to_change(env):
+    tmp, data, store, _, _ = env
+    run = _copy_run(tmp, "base", "acc")
+    before = _snapshot(run)
+    _refused(_finetune(*_ft_args(tmp, data, store, "acc", "train.seed=7", "train.epochs=2",
+                                 "ckpt.on_mismatch=accept")), "train.seed", "only")
+    assert _snapshot(run) == before
+
+
+def test_unknown_on_mismatch_value_creates_nothing(env):
+    tmp, data, store, _, _ = env
+    _refused(_finetune(*_ft_args(tmp, data, store, "badmode", "ckpt.on_mismatch=maybe")), "ckpt.on_mismatch")
+    assert not (tmp / "runs" / "badmode").exists()
+
+
+def test_unreadable_config_yaml_in_the_run_folder_is_refused(env):
+    tmp, data, store, _, _ = env
+    run = _copy_run(tmp, "base", "garbled")
+    (run / "config.yaml").write_bytes(b"\xff\xfe: [unclosed")
+    before = _snapshot(run)
+    _refused(_finetune(*_ft_args(tmp, data, store, "garbled")), "config.yaml", "unreadable")
+    assert _snapshot(run) == before
+
+
+def test_pretrain_resume_with_another_model_is_refused(env):
+    tmp, _, store, corpus, _ = env
+    run = _copy_run(tmp, "pt", "pt-arch")
+    before = _snapshot(run)
+    _refused(run_cli("pretrain", *_pt_args(tmp, corpus, store, "pt-arch", "model.num_layers=1"), env=ENV),
+             "model.num_layers")
+    assert _snapshot(run) == before
+
+
+# ------------------------------------------------------------------------------------------ run folder: lock
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    code = ("import fcntl, sys, time\nf = open(sys.argv[1], 'a+')\nfcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\ntime.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_second_process_on_a_running_folder_refuses_at_once(env):
+    tmp, data, store, _, _ = env
+    run = _copy_run(tmp, "base", "busy")
+    before = _snapshot(run)
+    holder = _hold_lock(run)
+    try:
+        _refused(_finetune(*_ft_args(tmp, data, store, "busy")), "in use by another")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _snapshot(run) == before
+
+
+def test_lock_held_on_a_new_folder_leaves_no_config_or_metrics(env):
+    tmp, data, store, _, _ = env
+    run = tmp / "runs" / "busy-new"
+    holder = _hold_lock(run)
+    try:
+        _refused(_finetune(*_ft_args(tmp, data, store, "busy-new")), "in use by another")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+
+
+# ------------------------------------------------------------------------------------------ init_from
+def test_init_from_with_towers_that_do_not_fit_is_refused(env):
+    tmp, data, store, _, _ = env
+    _refused(_finetune(*_ft_args(tmp, data, store, "wide", f"train.init_from={tmp / 'runs' / 'base'}",
+                                 "model.hidden_size=64")), "towers did not load", "train.init_partial")
+    assert not (tmp / "runs" / "wide").exists()
+
+
+def test_init_from_a_missing_run_is_refused(env):
+    tmp, data, store, _, _ = env
+    _refused(_finetune(*_ft_args(tmp, data, store, "nosrc", f"train.init_from={tmp / 'runs' / 'nope'}")), "nope")
+    assert not (tmp / "runs" / "nosrc").exists()
+
+
+def test_init_from_a_tampered_checkpoint_is_refused(env):
+    tmp, data, store, _, _ = env
+    src = _copy_run(tmp, "base", "tampered-src")
+    with open(src / "best" / "model.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    _refused(_finetune(*_ft_args(tmp, data, store, "from-tampered", f"train.init_from={src}")), "sha256")
+    assert not (tmp / "runs" / "from-tampered").exists()
+
+
+def test_init_from_with_a_store_from_another_llm_is_refused(env):
+    tmp, data, _, _, other = env
+    _refused(_finetune(*_ft_args(tmp, data, other, "otherllm", f"train.init_from={tmp / 'runs' / 'base'}")),
+             "other-llm", "same LLM")
+    assert not (tmp / "runs" / "otherllm").exists()
+
+
+def test_resume_after_the_store_was_rebuilt_by_another_llm_is_refused(env):
+    tmp, data, store, _, _ = env
+    mine = tmp / "rebuilt_store"
+    shutil.copytree(store, mine)
+    Trainer(load_config(None, [*_ft_args(tmp, data, mine, "rebuilt"), "train.stage=finetune"])).fit()
+    shutil.rmtree(mine)
+    _store_like(store, mine)
+    run = tmp / "runs" / "rebuilt"
+    before = _snapshot(run)
+    _refused(_finetune(*_ft_args(tmp, data, mine, "rebuilt", "train.epochs=2", "ckpt.on_mismatch=accept")),
+             "other-llm", "checkpoint")
+    assert _snapshot(run) == before
+
+
+def test_resume_from_a_folder_that_is_no_checkpoint_leaves_nothing(env):
+    tmp, data, store, _, _ = env
+    _refused(_finetune(*_ft_args(tmp, data, store, "badresume", f"ckpt.resume={data}")), "not a usable checkpoint")
+    assert not (tmp / "runs" / "badresume").exists()
+
+
+# ------------------------------------------------------------------------------------------ non-finite loss
+def test_exploding_lr_stops_at_the_step_that_went_non_finite(env):
+    tmp, data, store, _, _ = env
+    _refused(_finetune(*_ft_args(tmp, data, store, "boom", "train.lr=1e30")), "training loss is", "step 2")
+    run = tmp / "runs" / "boom"
+    assert not (run / "checkpoints").exists() and not (run / "best").exists() and not (run / "metrics.json").exists()
+
+
+def test_a_model_producing_nan_stops_at_step_1(env):
+    tmp, data, store, _, _ = env
+    huge = tmp / "huge_store"
+    if not huge.exists():
+        _store_like(store, huge, model="random", scale=1e30)  # finite vectors whose squares overflow float32
+    _refused(_finetune(*_ft_args(tmp, data, huge, "nanmodel")), "training loss is", "step 1")
+    assert not (tmp / "runs" / "nanmodel" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------------------------------ eval
+def _eval(ckpt: Path, data: Path, store: Path, out: Path):
+    return run_cli("eval", "--ckpt", str(ckpt), "--data", str(data), "--store", str(store), "--out", str(out),
+                   env=ENV)
+
+
+def test_eval_of_a_missing_run_writes_nothing(env):
+    tmp, data, store, _, _ = env
+    _refused(_eval(tmp / "runs" / "missing", data, store, tmp / "ev-missing"), "missing")
+    assert not (tmp / "ev-missing").exists()
+
+
+def test_eval_with_a_store_from_another_llm_is_refused(env):
+    tmp, data, _, _, other = env
+    _refused(_eval(tmp / "runs" / "base", data, other, tmp / "ev-other"), "other-llm")
+    assert not (tmp / "ev-other").exists()
+
+
+def test_eval_of_tampered_best_weights_is_refused(env):
+    tmp, data, store, _, _ = env
+    run = _copy_run(tmp, "base", "ev-tampered")
+    with open(run / "best" / "model.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    before = _snapshot(run)
+    _refused(_eval(run, data, store, tmp / "ev-t"), "sha256", "model.safetensors")
+    assert not (tmp / "ev-t").exists() and _snapshot(run) == before
+
+
+def test_eval_of_a_tampered_step_checkpoint_is_refused(env):
+    tmp, data, store, _, _ = env
+    run = _copy_run(tmp, "base", "ev-step")
+    step = sorted((run / "checkpoints").glob("step-*"))[-1]
+    (step / "config.yaml").write_text((step / "config.yaml").read_text().replace("hidden_size: 32", "hidden_size: 33"))
+    _refused(_eval(step, data, store, tmp / "ev-s"), "sha256", "config.yaml")
+    assert not (tmp / "ev-s").exists()
+
+
+def test_eval_with_a_corrupted_manifest_is_refused(env):
+    tmp, data, store, _, _ = env
+    run = _copy_run(tmp, "base", "ev-manifest")
+    (run / "best" / "manifest.json").write_text("{not json")
+    _refused(_eval(run, data, store, tmp / "ev-m"), "manifest.json")
+    assert not (tmp / "ev-m").exists()
+
+
+def test_the_fixture_run_still_evaluates(env):
+    """The control: the untouched run passes every check above (so each refusal is caused by its one change)."""
+    tmp, data, store, _, _ = env
+    proc = _eval(tmp / "runs" / "base", data, store, tmp / "ev-ok")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp / "ev-ok" / "metrics.json").exists()

@@ -1,7 +1,11 @@
 # Shared by run_pretrain.sh / run_finetune.sh: pick the process count and call torchrun.
 #   NPROC     processes per node (default: number of GPUs, or 1 on CPU)
 #   NNODES, NODE_RANK, RDZV_ENDPOINT   multi-node rendezvous (c10d); default: --standalone on one node
-#   MAX_RESTARTS   torchrun --max-restarts (workers resume from the newest checkpoint automatically)
+#   MAX_RESTARTS   torchrun --max-restarts: when a worker dies, all are restarted and resume from the newest
+#                  verified checkpoint (ckpt.resume=auto); each restart round gets its own store keys
+#   LEARN_DIST_TIMEOUT   seconds a collective waits for a silent peer (default 1800)
+# torchrun runs under `python -m learn.distributed`, which passes its output through but replaces torchrun's
+# failure traceback with one line at the end: the worker's `error:` line (exit code 2 for bad input, as the CLI).
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
 launch() {
@@ -11,7 +15,7 @@ launch() {
   if [ -n "${NNODES:-}" ] && [ "${NNODES}" != 1 ]; then
     rdzv=(--nnodes "$NNODES" --node-rank "${NODE_RANK:-0}" --rdzv-backend c10d --rdzv-endpoint "${RDZV_ENDPOINT:?set RDZV_ENDPOINT=host:port}")
   fi
-  echo "+ torchrun ${rdzv[*]} --nproc-per-node $nproc -m learn $stage --config $config $*" >&2
-  exec "$PY" -m torch.distributed.run "${rdzv[@]}" --nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-0}" \
+  echo "+ torchrun ${rdzv[*]} --nproc-per-node $nproc --max-restarts ${MAX_RESTARTS:-0} -m learn $stage --config $config $*" >&2
+  exec "$PY" -m learn.distributed "${rdzv[@]}" --nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-0}" \
     -m learn "$stage" --config "$config" "$@"
 }

@@ -121,10 +121,21 @@ def _trained_store_meta(folder: Path):
 
 
 def check_store(store, model, folder: Path) -> None:
-    """One-line errors for a store the model cannot read: other vector size, or another LLM/layer than in training."""
+    """One-line errors for a store the model cannot read: other vector size, or another LLM/layer than in training.
+
+    The store identity recorded in the weights (:func:`learn.checkpoint.store_identity`) decides, as in ``learn
+    eval``; weights without one are compared with the store named in their config.yaml, when it still exists.
+    """
+    from learn.checkpoint import check_store as check_identity
+    from learn.checkpoint import store_identity
+
     if store.dim != model.cfg.input_dim:
         raise LearnError(f"{store.path}: item vectors have dim {store.dim}, the model expects {model.cfg.input_dim} "
                          f"(embed with the same LLM the model was trained on)")
+    recorded = store_identity(folder)
+    if recorded:
+        check_identity(recorded, store.meta, store.path, f"the model {folder}")
+        return
     trained = _trained_store_meta(folder)
     if trained is None:
         return
@@ -137,13 +148,14 @@ def check_store(store, model, folder: Path) -> None:
 def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device: str = "auto",
                    max_history: int | None = None, new_items: bool = True) -> Inference:
     """Load a checkpoint (as ``learn eval``), the dataset and the store; candidates = catalogue + new store items."""
-    from learn.checkpoint import resolve_weights
+    from learn.checkpoint import resolve_weights, verify_weights
     from learn.distributed import pick_device
     from learn.evaluate import _run_max_history, load_eval_data
     from learn.model import load_pretrained
 
     dev = pick_device(device)
     weights = resolve_weights(ckpt)
+    verify_weights(weights)  # the sha256 manifest, before anything is loaded (as learn eval)
     folder = _weights_folder(weights)
     model = load_pretrained(folder).to(dev)
     if max_history is None:

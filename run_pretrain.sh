@@ -3,6 +3,8 @@
 #   bash run_pretrain.sh                       NPROC=2 bash run_pretrain.sh train.epochs=1
 #   CONFIG=configs/demo_pretrain.yaml bash run_pretrain.sh
 #   multi-node: NNODES=2 NODE_RANK=0 RDZV_ENDPOINT=host:29500 bash run_pretrain.sh   (same on every node)
+#   MAX_RESTARTS=1 bash run_pretrain.sh   when a worker dies, torchrun restarts all of them once; they resume from
+#   the newest verified checkpoint (ckpt.save_every_steps=N bounds the work lost). See scripts/launch.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 source scripts/launch.sh

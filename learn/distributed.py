@@ -81,14 +81,19 @@ def collective_timeout() -> datetime.timedelta:
 
 
 def _round_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:
-    """torchrun's store, with keys private to this restart round.
+    """torchrun's store, with keys private to this restart round where torchrun shares one store across rounds.
 
-    torchrun (c10d rendezvous) keeps one TCP store for the whole job and hands it to every round of workers.
-    Without a per-round prefix, workers restarted after a failure read the dead round's gloo addresses
-    (``Gloo connectFullMesh failed ... Connection refused``) or wait for keys that are never written again (a
-    hang in a futex). ``TORCHELASTIC_RESTART_COUNT`` differs per round and is the same on every node.
+    By default torchrun (c10d rendezvous, ``--standalone``) keeps one TCP store for the whole job and hands it to
+    every round of workers. Without a per-round prefix, workers restarted after a failure read the dead round's
+    gloo addresses (``Gloo connectFullMesh failed ... Connection refused``) or wait for keys that are never written
+    again (a hang in a futex). ``TORCHELASTIC_RESTART_COUNT`` names the round, but only with one agent (one node):
+    an agent restarted by another node's failure does not count it. Several nodes therefore need a fresh store
+    per round, ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (scripts/launch.sh sets it when NNODES > 1).
     """
     store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world, timeout=timeout))
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if not shared or os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
+        return store
     return dist.PrefixStore(f"learn/round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
@@ -131,6 +136,7 @@ def cleanup() -> None:
 
 _AGENT_TRACEBACK = "Traceback (most recent call last):"
 _CHILD_FAILED = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError"
+_SIGNALLED = re.compile(r"torch\.distributed\.elastic\.multiprocessing\.api\.SignalException: .* got signal: (\d+)")
 _EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(: .*)?$")  # "ValueError: ...", "KeyboardInterrupt"
 
 
@@ -144,6 +150,7 @@ class _LauncherFilter:
         self.cause: dict[str, str] = {}  # torchrun's "Root Cause" fields
         self.in_cause = False
         self.indented: dict[str, bool] = {}  # per [rankN]: prefix: was the previous line indented
+        self.signal = 0  # the signal that stopped torchrun (Ctrl-C, SIGTERM), when it said so
 
     def write(self, text: str) -> None:
         self.out.write(text)
@@ -172,6 +179,8 @@ class _LauncherFilter:
             self.held.append(text)
             if bare.startswith(_CHILD_FAILED):  # torchrun's: drop it and the table that follows
                 self.held, self.table = None, True
+            elif m := _SIGNALLED.match(bare):  # torchrun stopped by a signal: drop its traceback
+                self.held, self.signal = None, int(m.group(1))
             elif self.exception_line == body or len(self.held) > 500:  # a worker's traceback: show it
                 self.flush()
 
@@ -196,6 +205,14 @@ class _LauncherFilter:
             rc = worker_rc
         if self.error_line:
             return self.error_line, rc
+        if self.signal:
+            import signal
+
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            return f"error: stopped by {name}; the workers were stopped too", 128 + self.signal
         if worker_rc is not None and worker_rc < 0:
             import signal
 

@@ -14,6 +14,8 @@ launch() {
   local rdzv=(--standalone)
   if [ -n "${NNODES:-}" ] && [ "${NNODES}" != 1 ]; then
     rdzv=(--nnodes "$NNODES" --node-rank "${NODE_RANK:-0}" --rdzv-backend c10d --rdzv-endpoint "${RDZV_ENDPOINT:?set RDZV_ENDPOINT=host:port}")
+    # a fresh store per restart round: the shared one keeps the dead round's keys (see learn/distributed.py)
+    export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}
   fi
   echo "+ torchrun ${rdzv[*]} --nproc-per-node $nproc --max-restarts ${MAX_RESTARTS:-0} -m learn $stage --config $config $*" >&2
   exec "$PY" -m learn.distributed "${rdzv[@]}" --nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-0}" \

@@ -199,3 +199,13 @@ def test_filter_names_a_signal_and_passes_other_failures_through():
     other = "Traceback (most recent call last):\n  File \"run.py\", line 9\n    x()\nOSError: no port\n"
     shown, last, code = _filtered(other, rc=1)
     assert shown == other and last == "error: torchrun failed (exit code 1): OSError: no port" and code == 1
+
+
+def test_filter_says_which_signal_stopped_torchrun():
+    stopped = ("W1201 02:15:57.372000 16144 api.py:753] Received 15 death signal, shutting down workers\n"
+               "Traceback (most recent call last):\n  File \"api.py\", line 86, in _terminate_process_handler\n"
+               "    raise SignalException(f\"Process {os.getpid()} got signal: {sigval}\", sigval=sigval)\n"
+               "torch.distributed.elastic.multiprocessing.api.SignalException: Process 16097 got signal: 15\n")
+    shown, last, code = _filtered(stopped)
+    assert "Traceback" not in shown and "death signal" in shown
+    assert last == "error: stopped by SIGTERM; the workers were stopped too" and code == 143

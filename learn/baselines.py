@@ -8,14 +8,13 @@ masked unless asked). A trained model has to clear this by a wide margin: it cos
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from learn.errors import LearnError
+from learn.errors import ArgumentParser, LearnError
 from learn.io import atomic_write_json
 from learn.metrics import full_ranks, metrics_from_ranks, parse_ks, results_table
 
@@ -74,7 +73,7 @@ def text_baseline(dataset, table: Tensor, split: str = "test", mode: str = "last
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m learn text-baseline", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m learn text-baseline", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="prepared dataset folder (python -m learn prepare)")
     p.add_argument("--store", required=True, help="item store with a vector for every item (python -m learn embed)")
     p.add_argument("--split", choices=["test", "val"], default="test")

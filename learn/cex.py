@@ -37,7 +37,7 @@ from learn.data.formats import (
 )
 from learn.data.store import DTYPES, META_KEY, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir
 from learn.data.text import item_text, template_hash
-from learn.errors import DataError, LearnError
+from learn.errors import ArgumentParser, DataError, LearnError
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PAPER_MODEL = "baichuan-inc/Baichuan2-7B-Base"
@@ -442,7 +442,7 @@ def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m learn embed", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m learn embed", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset or pretrain-corpus folder (item_text.json, "
                    "product2text.dict or meta_data.json; smap.json selects the items)")
     p.add_argument("--out", required=True, help="item store (LMDB folder) to write")
@@ -484,7 +484,7 @@ def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str 
     from learn.data.prepare import seed_finetune_folders
     from learn.data.store_cli import export_txt
 
-    p = argparse.ArgumentParser(description=(description or "").split("\n\n")[0])
+    p = ArgumentParser(description=(description or "").split("\n\n")[0])
     p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds pretrain_data/, finetune_data/")
     if not pretrain:
         p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")

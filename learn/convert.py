@@ -7,7 +7,6 @@ and ``mlp.0`` (Linear). Sizes are inferred from the weights; the head count is n
 
 from __future__ import annotations
 
-import argparse
 import pickle
 import re
 from dataclasses import replace
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from learn.errors import DataError, LearnError
+from learn.errors import ArgumentParser, DataError, LearnError
 from learn.io import atomic_dir
 from learn.model import LEARNModel, ModelConfig, save_pretrained
 
@@ -131,7 +130,7 @@ def convert_official(src: str | Path, out: str | Path, num_heads: int = 12, inpu
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m learn convert-official",
         description="Convert the authors' epochN.pt (PreferenceAlignmentModule) to OUT/model.safetensors + "
                     "OUT/config.yaml. Sizes are inferred from the weights.",

@@ -7,14 +7,13 @@ cold-start slice (test items never seen in any training sequence) is reported se
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from learn.data.samples import eval_users
-from learn.errors import LearnError
+from learn.errors import ArgumentParser, LearnError
 from learn.io import atomic_write_json, atomic_write_text
 from learn.metrics import cold_start_mask, full_ranks, metrics_from_ranks, results_table
 
@@ -93,7 +92,7 @@ def main(argv: list[str]) -> int:
     from learn.checkpoint import check_store, resolve_weights, store_identity, verify_weights
     from learn.model import load_pretrained
 
-    p = argparse.ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint step folder or model folder")
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--store", required=True, help="item store of that dataset")

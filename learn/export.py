@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from learn.errors import LearnError
+from learn.errors import ArgumentParser, LearnError
 from learn.recommend import HISTORY_FROM, encode_histories, encode_items, load_inference
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
@@ -120,7 +120,7 @@ def load_vectors(folder: str | Path, which: str = "items") -> tuple[list[str], t
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m learn export", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m learn export", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint step folder or model folder")

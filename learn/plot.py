@@ -10,13 +10,12 @@ Rendered with matplotlib's Agg backend (no display needed); files are written at
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from learn.errors import DataError, LearnError
+from learn.errors import ArgumentParser, DataError, LearnError
 
 
 @dataclass
@@ -179,7 +178,7 @@ def results_chart(metrics: dict, dataset: str, out: str | Path, model: str = "LE
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m learn plot", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m learn plot", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="training run folders (each with metrics.jsonl)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--metric", default="ndcg@10", help="validation metric to plot (default ndcg@10)")

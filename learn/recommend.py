@@ -24,7 +24,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from learn.errors import LearnError
+from learn.errors import ArgumentParser, LearnError
+from learn.io import make_temp_file
 
 HISTORY_FROM = ("full", "test", "val")
 
@@ -362,7 +362,7 @@ def atomic_stream(path: str | Path) -> Iterator:
     """A text file written through a temporary sibling and renamed into place when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp_file(path)  # umask-based mode, not mkstemp's 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
@@ -393,7 +393,7 @@ def _parse_history(inf: Inference, spec: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m learn recommend", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m learn recommend", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint step folder or model folder")

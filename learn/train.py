@@ -14,7 +14,6 @@ every check has passed, so a refused start leaves nothing behind. A resume is bi
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -36,7 +35,7 @@ from learn import distributed as D
 from learn.config import RunConfig, load_config, parse_override, save_config
 from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
 from learn.data.samples import Batch, Collator, SequenceSamples, lookup
-from learn.errors import LearnError
+from learn.errors import ArgumentParser, LearnError
 from learn.evaluate import evaluate_split, load_eval_data
 from learn.io import atomic_dir, atomic_write_json
 from learn.losses import dense_all_action, full_softmax, info_nce
@@ -749,7 +748,7 @@ class Trainer:
 
 
 def _main(argv: list[str], stage: str) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"python -m learn {stage}", description=f"LEARN {stage} (launch with torchrun for several processes)"
     )
     parser.add_argument("--config", help="YAML config (configs/*.yaml)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,7 +29,7 @@ import lmdb
 import numpy as np
 
 from learn.errors import LearnError
-from learn.io import replace_dir
+from learn.io import make_temp_dir, replace_dir
 
 META_KEY = b"__meta__"
 RESERVED_KEYS = frozenset({META_KEY})
@@ -461,7 +460,7 @@ class StoreWriter:
         self.persistent = work_dir is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if work_dir is None:
-            self.work = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+            self.work = make_temp_dir(self.path)  # umask-based mode, not mkdtemp's 0700
         else:
             self.work = Path(work_dir)
             self.work.mkdir(parents=True, exist_ok=True)

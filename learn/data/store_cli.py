@@ -12,21 +12,20 @@ Every output is written to a temporary sibling and renamed into place.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from learn.data.store import DTYPES, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir, shared_env
-from learn.errors import DataError, LearnError
+from learn.errors import ArgumentParser, DataError, LearnError
+from learn.io import make_temp_file
 
 _CHUNK = 2048
 
@@ -65,7 +64,7 @@ def load_numpy_pickle(raw: bytes) -> np.ndarray:
 @contextlib.contextmanager
 def _atomic_file(path: Path, mode: str = "w") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp_file(path)  # umask-based mode, not mkstemp's 0600
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {})) as f:
             yield f
@@ -230,7 +229,7 @@ def info(path: str | Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m learn store", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m learn store", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="print the store's meta as JSON").add_argument("store")
     for name, what in (("export-txt", "the seed's {D}.txt"), ("export-pkl", "the seed's product2emb_{D}.pkl")):
@@ -264,7 +263,7 @@ def main(argv: list[str]) -> int:
 # ------------------------------------------------------------------------------------- the seed's step-4 scripts
 def seed_build_main(argv: list[str] | None, *, pretrain: bool, description: str | None = None) -> int:
     """``preprocess/amazon_2018/build_item_baichuan_lmdb_{pretrain,ft}.py``: the seed's ``.txt`` -> item stores."""
-    p = argparse.ArgumentParser(description=(description or "").split("\n\n")[0])
+    p = ArgumentParser(description=(description or "").split("\n\n")[0])
     p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds pretrain_data/, finetune_data/")
     if not pretrain:
         p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")

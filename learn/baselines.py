@@ -112,7 +112,10 @@ def main(argv: list[str]) -> int:
         print(f"{args.split} [{mode}] users={m['count']} skipped={m['skipped']}  "
               + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
     label = {"last": "text: last item", "mean": "text: mean", "recency": f"text: recency {args.decay:g}"}
-    print(results_table([{"dataset": name, "model": label[m], **results[m]} for m in modes]))
+    from learn.data.formats import source_format
+
+    lineage = source_format(args.data)
+    print(results_table([{"dataset": name, "model": label[m], "source_format": lineage, **results[m]} for m in modes]))
     if args.out:
         atomic_write_json(args.out, {
             "data": str(args.data), "store": str(args.store), "split": args.split, "decay": args.decay,

@@ -134,14 +134,18 @@ def main(argv: list[str]) -> int:
         result[split] = evaluate_split(model, data, split, args.max_history, args.batch_size, device, ks,
                                        args.mask_history, args.average, args.average_batch)
     name = args.name or Path(args.data).name
-    table = results_table([{"dataset": name, "model": "LEARN (ours)", **result.get("test", result[splits[-1]])}])
+    from learn.data.formats import source_format
+
+    lineage = source_format(args.data)
+    table = results_table([{"dataset": name, "model": "LEARN (ours)", "source_format": lineage,
+                            **result.get("test", result[splits[-1]])}])
     out = Path(args.out) if args.out else weights
     atomic_write_json(out / "metrics.json", result, indent=2)
     atomic_write_text(out / "results.md", table + "\n")
     if args.plot:
         from learn.plot import results_chart
 
-        results_chart(result.get("test", result[splits[-1]]), name, args.plot)
+        results_chart(result.get("test", result[splits[-1]]), name, args.plot, source_format=lineage)
     for split in splits:
         m = result[split]
         print(f"{split}: " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))

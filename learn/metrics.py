@@ -29,6 +29,7 @@ PUBLISHED: dict[str, dict] = {
     **{
         name: {
             "split": "RecFormer finetune data (Amazon 2018), leave-one-out, full ranking",
+            "formats": ("recformer",),  # a dataset prepared from another source (e.g. Amazon 2014) is not this one
             "source": "LEARN README results table, github.com/adxcreative/LEARN @ 2fc1404 (LEARN_SPEC.md section 4)",
             "models": {
                 "LEARN": {"ndcg@10": learn[0], "recall@10": learn[1]},
@@ -46,6 +47,7 @@ PUBLISHED: dict[str, dict] = {
     },
     "Scientific/UniSRec": {
         "split": "UniSRec downstream Scientific (Amazon 2018), leave-one-out, full ranking",
+        "formats": ("unisrec",),
         "source": "as quoted in docs/BASELINES.md (UniSRec KDD'22, VQ-Rec WWW'23, MISSRec MM'23 tables)",
         "models": {
             "SASRec": {"ndcg@10": 0.0553, "recall@10": 0.1080},
@@ -264,11 +266,16 @@ def _norm_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
-def _find_published(dataset: str, published: dict) -> str | None:
-    """The published entry for ``dataset``: same name ignoring case and punctuation ("scientific_unisrec")."""
-    if dataset in published:
-        return dataset
-    return {_norm_name(k): k for k in published}.get(_norm_name(dataset))
+def _find_published(dataset: str, published: dict, source_format: str | None = None) -> str | None:
+    """The published entry for ``dataset``: same name ignoring case and punctuation ("scientific_unisrec").
+
+    With ``source_format`` (the ``prepare --from`` format recorded in the dataset's ``source.json``) an entry whose
+    ``formats`` do not include it is not this dataset (Amazon 2014 "Office" is not RecFormer's 2018 Office).
+    """
+    key = dataset if dataset in published else {_norm_name(k): k for k in published}.get(_norm_name(dataset))
+    if key and source_format and source_format not in published[key].get("formats", (source_format,)):
+        return None
+    return key
 
 
 _METRIC_ORDER = ["ndcg@10", "recall@10", "ndcg@20", "recall@20", "ndcg@50", "recall@50", "ndcg@200", "recall@200",
@@ -308,7 +315,7 @@ def results_table(rows: list[dict], published: dict | None = None, digits: int =
             our_models.append(model)
     pub_models: list[str] = []
     for ds in datasets:
-        key = _find_published(ds, published)
+        key = _find_published(ds, published, next(iter(ours[ds].values())).get("source_format"))
         for model in published[key]["models"] if key else []:
             if model not in pub_models:
                 pub_models.append(model)
@@ -319,7 +326,7 @@ def results_table(rows: list[dict], published: dict | None = None, digits: int =
     header = ["Dataset", "Metric", *(f"{m} (published)" for m in pub_models), *our_models]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for ds in datasets:
-        key = _find_published(ds, published)
+        key = _find_published(ds, published, next(iter(ours[ds].values())).get("source_format"))
         pub = published[key]["models"] if key else {}
         present = {k for r in ours[ds].values() for k in r} | {k for m in pub.values() for k in m}
         metrics = [m for m in _METRIC_ORDER if m in present]

@@ -201,3 +201,13 @@ def test_parse_ks():
     for bad in ("abc", "0", "10,-5", "", "10,", "1.5"):
         with pytest.raises(LearnError, match="--ks must be comma-separated positive integers"):
             M.parse_ks(bad)
+
+
+def test_published_numbers_follow_the_dataset_lineage():
+    from learn.metrics import results_table
+
+    row = {"dataset": "Office", "model": "ours", "ndcg@10": 0.05, "recall@10": 0.1}
+    assert "RecFormer (published)" in results_table([row])  # lineage unknown: matched by name as before
+    assert "RecFormer (published)" in results_table([{**row, "source_format": "recformer"}])
+    amazon2014 = results_table([{**row, "source_format": "lcrec"}])  # Amazon 2014 Office is another dataset
+    assert "published" not in amazon2014 and "0.0500" in amazon2014

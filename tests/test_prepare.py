@@ -241,3 +241,12 @@ def test_shared_datasets(tmp_path, fmt, name, expected):
     assert (ds.num_users, ds.num_items) == (users, items)
     assert inters is None or ds.num_interactions == inters
     assert not ds.warnings and all(ds.texts())
+
+
+def test_prepare_records_the_source_format(tmp_path):
+    from learn.data.formats import source_format
+    from learn.data.prepare import main
+
+    assert main(["--from", "ml-100k", str(tmp_path / "ml")]) == 0
+    assert source_format(tmp_path / "ml") == "ml-100k"
+    assert source_format(tmp_path) is None

@@ -509,3 +509,15 @@ def is_corpus(path: str | Path) -> bool:
     except (OSError, EOFError):
         return False
     return head.startswith(b"[")
+
+
+SOURCE_NAME = "source.json"  # written by `learn prepare`: {"format": the --from format, "sources": [paths]}
+
+
+def source_format(path: str | Path) -> str | None:
+    """The ``prepare --from`` format a dataset folder was made from, or None when not recorded (or unreadable)."""
+    try:
+        fmt = json.loads((Path(path) / SOURCE_NAME).read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fmt if isinstance(fmt, str) else None

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from learn.data.formats import (
+    SOURCE_NAME,
     PretrainCorpus,
     SeqDataset,
     first_seen_smap,
@@ -32,7 +33,7 @@ from learn.data.formats import (
     write_pretrain_corpus,
 )
 from learn.errors import ArgumentParser, DataError, LearnError
-from learn.io import check_output_dir
+from learn.io import atomic_write_json, check_output_dir
 
 FORMATS = ("recformer", "recbole", "unisrec", "lcrec", "ml-100k", "recformer-pretrain", "mix")
 ASIN = re.compile(r"[0-9A-Z]{10}")
@@ -432,6 +433,8 @@ def main(argv: list[str]) -> int:
     else:
         warnings = validate_dataset(result)
         write_dataset(result, out, overwrite=args.force)
+        # the lineage, so published numbers are matched to the right data (not by folder name alone)
+        atomic_write_json(out / SOURCE_NAME, {"format": args.fmt, "sources": [str(s) for s in sources]}, indent=1)
         summary = f"{result.num_users:,} users, {result.num_items:,} items, {result.num_interactions:,} interactions"
     for line in notes:
         print(f"note: {line}", file=sys.stderr)

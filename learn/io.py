@@ -119,8 +119,10 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator:
+    """A file object for ``path`` ("w": UTF-8 text, "wb": bytes) written to a temporary sibling and renamed into
+    place (after fsync) when the block succeeds; on failure the temporary file goes and the output is untouched."""
     path = Path(path)
     created = make_parents(path.parent)
     try:
@@ -129,8 +131,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         remove_empty(created)
         raise
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -141,6 +143,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         remove_empty(created)
         _name_file(e, path)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -20,11 +20,10 @@ chunks (:func:`learn.metrics.score_blocking`): memory stays bounded whatever the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from learn.errors import ArgumentParser, LearnError
-from learn.io import make_temp_file
+from learn.io import atomic_open
 
 HISTORY_FROM = ("full", "test", "val")
 
@@ -357,24 +356,6 @@ def title_of(titles: dict, key: str) -> str:
     return text if len(text) <= 90 else text[:87] + "..."
 
 
-@contextlib.contextmanager
-def atomic_stream(path: str | Path) -> Iterator:
-    """A text file written through a temporary sibling and renamed into place when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp_file(path)  # umask-based mode, not mkstemp's 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _parse_history(inf: Inference, spec: str) -> list[int]:
     keys = [k.strip() for k in spec.split(",") if k.strip()]
     if not keys:
@@ -477,7 +458,7 @@ def main(argv: list[str]) -> int:
             rec = {"history": [inf.keys[r] for r in hist], **{k: v for k, v in rec.items() if k != "user"}}
         records.append(rec)
     if args.out:
-        with atomic_stream(args.out) as f:
+        with atomic_open(args.out) as f:
             for rec in records:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return 0
@@ -493,7 +474,7 @@ def _recommend_all(inf: Inference, args, rank, titles) -> int:
     bar = tqdm(total=len(users), unit="user", desc="recommend", dynamic_ncols=True,
                disable=args.no_progress or not main_rank)
     written = skipped = 0
-    with atomic_stream(args.out) as f:
+    with atomic_open(args.out) as f:
         for u0 in range(0, len(users), block):
             keys, hists = [], []
             for u in users[u0:u0 + block]:

@@ -12,20 +12,17 @@ Every output is written to a temporary sibling and renamed into place.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import pickle
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from learn.data.store import DTYPES, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir, shared_env
 from learn.errors import ArgumentParser, DataError, LearnError
-from learn.io import make_temp_file
+from learn.io import atomic_open
 
 _CHUNK = 2048
 
@@ -60,30 +57,13 @@ def load_numpy_pickle(raw: bytes) -> np.ndarray:
     return NumpyOnlyUnpickler(io.BytesIO(raw)).load()
 
 
-# ------------------------------------------------------------------------------------------------ atomic files
-@contextlib.contextmanager
-def _atomic_file(path: Path, mode: str = "w") -> Iterator:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp_file(path)  # umask-based mode, not mkstemp's 0600
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 # ------------------------------------------------------------------------------------------------------ exports
 def export_txt(store: str | Path, out: str | Path) -> int:
     """Write the seed's text format; ``%.9g`` round-trips float32 exactly."""
     s = ItemStore(store)
     fmt = ",".join(["%.9g"] * s.dim)
     n = 0
-    with _atomic_file(Path(out)) as f:
+    with atomic_open(Path(out)) as f:
         for keys, arr in s.items(_CHUNK):
             f.write("".join(f"{k}\x01{fmt % tuple(row)}\n" for k, row in zip(keys, arr.tolist())))
             n += len(keys)
@@ -96,7 +76,7 @@ def export_pkl(store: str | Path, out: str | Path) -> int:
     table: dict[str, np.ndarray] = {}
     for keys, arr in s.items(_CHUNK):
         table.update(zip(keys, arr.copy()))
-    with _atomic_file(Path(out), "wb") as f:
+    with atomic_open(Path(out), "wb") as f:
         pickle.dump(table, f, protocol=4)
     return len(table)
 

@@ -91,17 +91,7 @@ def add_items(data: str | Path, out: str | Path, *, given: dict | None = None, b
     with StoreWriter(out, meta.dtype, overwrite=True) as w:
         env = shared_env(out)
         with env.begin(buffers=True) as txn:
-            chunk = []
-            for k, v in txn.cursor():
-                kb = bytes(k)
-                if kb == b"__meta__":
-                    continue
-                chunk.append((kb, bytes(v)))
-                if len(chunk) >= 4096:
-                    w.put_raw(chunk)
-                    chunk = []
-            if chunk:
-                w.put_raw(chunk)
+            w.copy_from(txn, lambda kb: kb != b"__meta__")
         w.dim = store.dim
         w.put_many(new, vectors)
         meta.extra = {**meta.extra, "added": [*meta.extra.get("added", []), {

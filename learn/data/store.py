@@ -20,7 +20,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -532,6 +532,19 @@ class StoreWriter:
                 raise LearnError(f"{self.path}: refusing to write non-finite (NaN/Inf) vectors for {len(bad)} items "
                                  f"(e.g. {_names(bad)})")
         self._write(lambda txn: txn.cursor().putmulti(pairs))
+
+    def copy_from(self, txn: lmdb.Transaction, keep: Callable[[bytes], bool], chunk: int = 4096) -> None:
+        """Copy the records of another store's read transaction whose key passes ``keep``, ``chunk`` at a time."""
+        pairs: list[tuple[bytes, bytes]] = []
+        for k, v in txn.cursor():
+            kb = bytes(k)
+            if keep(kb):
+                pairs.append((kb, bytes(v)))
+            if len(pairs) >= chunk:
+                self.put_raw(pairs)
+                pairs = []
+        if pairs:
+            self.put_raw(pairs)
 
     def delete_many(self, keys: Iterable[str]) -> None:
         enc = [k.encode("utf-8") for k in keys]

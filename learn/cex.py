@@ -11,7 +11,6 @@ the missing items, and the store is renamed into place (with its ``__meta__`` re
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
@@ -245,42 +244,7 @@ def load_encoder(llm: str | None = None, *, dtype: str = "auto", device: str = "
     return enc, model_id, dtype
 
 
-# ------------------------------------------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    backend: str | None = None
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if self.backend == "nccl":
-                dist.barrier(device_ids=[self.local_rank])
-            else:
-                dist.barrier()
-
-
-def init_dist(device: str) -> Dist:
-    """torchrun contract: RANK/WORLD_SIZE/LOCAL_RANK in the environment -> process group (nccl on CUDA, else gloo)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
-        return Dist()
-    import torch
-    import torch.distributed as dist
-
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if backend == "nccl":
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(hours=6))
-    return Dist(dist.get_rank(), dist.get_world_size(), local, backend)
+_DIST_TIMEOUT_S = 6 * 3600  # an embedding run's collective timeout unless LEARN_DIST_TIMEOUT says otherwise
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -380,12 +344,13 @@ def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, 
     texts, source = load_item_texts(data)
     keys = list(texts)
     dev = pick_device(device)
-    dist = init_dist(dev)
+    from learn import distributed
+    dist = distributed.join(dev, timeout_default=_DIST_TIMEOUT_S)
     model_id = DEFAULT_MODEL_NAME if llm is None else llm
     compute = dtype if dtype != "auto" else ("fp32" if dev == "cpu" else "fp16")
     config = {"model": model_id, "layer": layer, "max_length": max_length, "text_template_hash": template_hash(),
               "store_dtype": store_dtype, "compute_dtype": compute}
-    say = print if dist.main else (lambda *a, **k: None)
+    say = print if dist.is_main else (lambda *a, **k: None)
     partial = _partial_dir(out)
     if out.exists():
         try:
@@ -394,7 +359,7 @@ def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, 
             current = None
         if current is not None and _matches(current, config, keys):
             say(f"{out} is up to date ({len(keys)} items, model {model_id}); nothing to do")
-            if dist.main and partial.exists():
+            if dist.is_main and partial.exists():
                 shutil.rmtree(partial, ignore_errors=True)
             return out
         if not overwrite:
@@ -407,37 +372,38 @@ def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, 
     done: set[str] = set()
     for part in sorted(partial.glob("part-*")) if partial.exists() else []:
         done |= _read_part(part, config)
-    dist.barrier()
+    distributed.barrier()
     todo = [i for i in sorted(range(len(keys)), key=lambda i: (-len(ids[i]), i)) if keys[i] not in done]
-    mine = todo[dist.rank :: dist.world]
+    mine = todo[dist.rank :: dist.world_size]
     if done:
         say(f"resuming: {sum(k in done for k in keys)} of {len(keys)} items already embedded; embedding {len(todo)}")
     else:
-        say(f"embedding {len(keys)} items from {source} with {model_id} on {dev} ({compute}, {dist.world} rank(s))")
+        say(f"embedding {len(keys)} items from {source} with {model_id} on {dev} ({compute}, "
+            f"{dist.world_size} rank(s))")
     sleep = float(os.environ.get(_SLEEP_ENV, 0) or 0)
     writer = StoreWriter(out, store_dtype, work_dir=partial / f"part-{dist.rank}", overwrite=overwrite)
     try:
         writer.put_record(CONFIG_KEY, json.dumps(config, sort_keys=True).encode())
-        bar = tqdm(total=len(todo), unit="item", desc="embed", disable=not dist.main, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="item", desc="embed", disable=not dist.is_main, dynamic_ncols=True)
         for s in range(0, len(mine), batch_size):
             idx = mine[s : s + batch_size]
             vecs = enc.embed_ids([ids[i] for i in idx]).numpy()
             writer.put_many([keys[i] for i in idx], vecs)
-            bar.update(len(idx) * dist.world)
+            bar.update(len(idx) * dist.world_size)
             if sleep:
                 time.sleep(sleep)
         bar.close()
     finally:
         writer.abort()  # persistent work folder: closes and keeps it
-    dist.barrier()
-    if dist.main:
+    distributed.barrier()
+    if dist.is_main:
         meta = StoreMeta(dim=enc.dim, dtype=store_dtype, count=len(keys), model=model_id, layer=layer, pooling="mean",
                          text_template_hash=template_hash(), max_length=max_length,
-                         extra={"compute_dtype": compute, "text_source": source, "world_size": dist.world})
+                         extra={"compute_dtype": compute, "text_source": source, "world_size": dist.world_size})
         _merge(out, sorted(partial.glob("part-*")), keys, meta, store_dtype, overwrite)
         shutil.rmtree(partial, ignore_errors=True)
         say(f"wrote {out}: {len(keys)} items x {enc.dim} ({store_dtype})")
-    dist.barrier()
+    distributed.barrier()
     return out
 
 

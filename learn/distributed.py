@@ -46,23 +46,41 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def init(requested_device: str = "auto") -> DistInfo:
+def init(requested_device: str = "auto", timeout_default: float = 1800.0) -> DistInfo:
     """Initialise the process group when launched by torchrun; otherwise a single-process DistInfo."""
     if not launched_by_torchrun():
         return DistInfo(device=pick_device(requested_device))
+    return join(pick_device(requested_device, int(os.environ.get("LOCAL_RANK", 0))), timeout_default)
+
+
+def join(device: torch.device | str, timeout_default: float = 1800.0) -> DistInfo:
+    """Join torchrun's process group (nccl on CUDA, else gloo) on a device already chosen; the collective timeout is
+    LEARN_DIST_TIMEOUT seconds, else ``timeout_default``. Without torchrun: a single-process DistInfo."""
+    device = torch.device(device)
+    if not launched_by_torchrun():
+        return DistInfo(device=device)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = pick_device(requested_device, local_rank)
     if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        timeout = collective_timeout()
+        timeout = collective_timeout(timeout_default)
         dist.init_process_group(backend_for(device), store=_round_store(rank, world, timeout), rank=rank,
                                 world_size=world, timeout=timeout, **kwargs)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
-def collective_timeout() -> datetime.timedelta:
-    """How long a collective (and the store) waits for a silent peer: LEARN_DIST_TIMEOUT seconds, default 1800.
+def world() -> tuple[int, int]:
+    """(world size, rank); (1, 0) without an initialised process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def collective_timeout(default: float = 1800.0) -> datetime.timedelta:
+    """How long a collective (and the store) waits for a silent peer: LEARN_DIST_TIMEOUT seconds, else ``default``
+    (1800 for training; CEX passes 6 h).
 
     A peer that dies on this node is noticed at once (its sockets close and torchrun stops the group); the
     timeout only bounds a peer that hangs or whose machine vanished. Keep it above the longest rank-0-only
@@ -70,7 +88,7 @@ def collective_timeout() -> datetime.timedelta:
     """
     from learn.errors import LearnError
 
-    raw = os.environ.get("LEARN_DIST_TIMEOUT", "1800")
+    raw = os.environ.get("LEARN_DIST_TIMEOUT", str(default))
     try:
         seconds = float(raw)
     except ValueError:

@@ -23,12 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _world() -> tuple[int, int]:
-    """(world size, rank); (1, 0) without an initialised process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
+from learn.distributed import world as _world
 
 
 def _sizes(n: int, device: torch.device) -> list[int]:

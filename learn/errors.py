@@ -32,5 +32,11 @@ class ArgumentParser(argparse.ArgumentParser):
     it like any other bad input. Subparsers made with ``add_subparsers()`` inherit the class.
     """
 
+    @classmethod
+    def from_doc(cls, prog: str, doc: str) -> ArgumentParser:
+        """A parser whose description is the first paragraph of a module's ``doc`` and its epilog the rest."""
+        return cls(prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                   epilog="\n\n".join(doc.split("\n\n")[1:]))
+
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {' '.join(message.split())} (see --help)")

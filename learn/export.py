@@ -19,7 +19,6 @@ With ``model.item_bias`` the vectors carry one extra coordinate (users 1, items 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -120,9 +119,7 @@ def load_vectors(folder: str | Path, which: str = "items") -> tuple[list[str], t
 
 
 def main(argv: list[str]) -> int:
-    p = ArgumentParser(prog="python -m learn export", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p = ArgumentParser.from_doc("python -m learn export", __doc__)
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint step folder or model folder")
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--store", required=True, help="item store (catalogue items, plus any added ones)")

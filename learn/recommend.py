@@ -374,9 +374,7 @@ def _parse_history(inf: Inference, spec: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m learn recommend", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p = ArgumentParser.from_doc("python -m learn recommend", __doc__)
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint step folder or model folder")
     p.add_argument("--data", required=True, help="prepared dataset folder (users, histories, item titles)")
     p.add_argument("--store", required=True, help="item store (the catalogue's items, plus any added ones)")

@@ -23,8 +23,6 @@ matrix would need ``dense_scores_MiB``.
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
 import time
 from functools import partial
@@ -35,20 +33,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from common import machine, machine_line, write_result  # noqa: E402
+from common import MiB, add_child_args, best, machine, machine_line, peak_rss, write_result  # noqa: E402
 
 from learn.metrics import full_ranks, score_blocking  # noqa: E402
-
-MiB = 1 << 20
-
-
-def best(f, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def gemm_only(users: torch.Tensor, items: torch.Tensor) -> None:
@@ -78,26 +65,13 @@ def child(n_items: int, users: int, dim: int, rank: bool) -> None:
     print(f"child_wall_s={time.perf_counter() - t0:.3f}")
 
 
-def peak_rss(n_items: int, users: int, dim: int, rank: bool) -> tuple[float, float]:
-    """(max RSS MiB, wall s of the ranking) of a child process under /usr/bin/time -v."""
-    cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--child", str(n_items), "--users", str(users),
-           "--dim", str(dim)] + ([] if rank else ["--no-rank"])
-    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
-    wall = float(re.search(r"child_wall_s=([\d.]+)", p.stdout).group(1))
-    return kb * 1024 / MiB, wall
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (smoke test)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="torch thread counts to time (default: 1 and torch's default)")
-    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--users", type=int, default=1000, help=argparse.SUPPRESS)
-    ap.add_argument("--dim", type=int, default=64, help=argparse.SUPPRESS)
-    ap.add_argument("--no-rank", action="store_true", help=argparse.SUPPRESS)
+    add_child_args(ap)
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="folder for bench_rank.json (default benchmarks/results; with --quick benchmarks/out/quick)")
     a = ap.parse_args()
@@ -133,10 +107,10 @@ def main() -> None:
             print(f"  {label}: {U} x {N:,} x {d}: {dt:.2f}s = {U / dt:,.0f} users/s; blocked GEMMs {gm:.2f}s "
                   f"({gm / dt:.0%}); matmul bound {bound:.2f}s ({bound / dt:.0%})")
     torch.set_num_threads(default_threads)
-    floor_mib, _ = peak_rss(rss_sizes[-1], rss_users, 64, rank=False)
+    floor_mib, _ = peak_rss(__file__, rss_sizes[-1], rss_users, 64, rank=False)
     for N in rss_sizes:
-        floor_n, _ = peak_rss(N, rss_users, 64, rank=False) if N != rss_sizes[-1] else (floor_mib, 0.0)
-        rss, wall = peak_rss(N, rss_users, 64, rank=True)
+        floor_n, _ = peak_rss(__file__, N, rss_users, 64, rank=False) if N != rss_sizes[-1] else (floor_mib, 0.0)
+        rss, wall = peak_rss(__file__, N, rss_users, 64, rank=True)
         row = {"table": "peak memory: one full_ranks call per child process under /usr/bin/time -v",
                "case": f"{rss_users} users x {N:,} items x 64",
                "threads": default_threads, "users": rss_users,

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,21 +34,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from common import machine, machine_line, write_result  # noqa: E402
+from common import MiB, add_child_args, best, machine, machine_line, peak_rss, write_result  # noqa: E402
 
 from learn.metrics import full_ranks  # noqa: E402
 from learn.recommend import topk_blocked  # noqa: E402
-
-MiB = 1 << 20
-
-
-def best(f, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def child(n_items: int, users: int, dim: int, rank: bool) -> None:
@@ -60,14 +47,6 @@ def child(n_items: int, users: int, dim: int, rank: bool) -> None:
     if rank:
         topk_blocked(u, it, 10)
     print(f"child_wall_s={time.perf_counter() - t0:.3f}")
-
-
-def peak_rss(n_items: int, users: int, dim: int, rank: bool) -> tuple[float, float]:
-    cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--child", str(n_items), "--users", str(users),
-           "--dim", str(dim)] + ([] if rank else ["--no-rank"])
-    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
-    return kb * 1024 / MiB, float(re.search(r"child_wall_s=([\d.]+)", p.stdout).group(1))
 
 
 def synthetic_run(root: Path, n_users: int, n_items: int, dim: int = 384, seed: int = 0) -> tuple[Path, Path, Path]:
@@ -135,10 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (smoke test)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--users", type=int, default=1000, help=argparse.SUPPRESS)
-    ap.add_argument("--dim", type=int, default=64, help=argparse.SUPPRESS)
-    ap.add_argument("--no-rank", action="store_true", help=argparse.SUPPRESS)
+    add_child_args(ap)
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="folder for bench_recommend.json (default benchmarks/results; --quick: benchmarks/out/quick)")
     a = ap.parse_args()
@@ -166,10 +142,10 @@ def main() -> None:
             print(f"  {label}: {name}: {U:,} x {N:,} x {d}: {dt:.3f}s = {U / dt:,.0f} users/s")
     for label, U, N in e2e:
         rows += end_to_end(label, U, N)
-    floor_top, _ = peak_rss(rss_sizes[-1], rss_users, 64, rank=False)
+    floor_top, _ = peak_rss(__file__, rss_sizes[-1], rss_users, 64, rank=False)
     for N in rss_sizes:
-        floor = peak_rss(N, rss_users, 64, rank=False)[0] if N != rss_sizes[-1] else floor_top
-        rss, wall = peak_rss(N, rss_users, 64, rank=True)
+        floor = peak_rss(__file__, N, rss_users, 64, rank=False)[0] if N != rss_sizes[-1] else floor_top
+        rss, wall = peak_rss(__file__, N, rss_users, 64, rank=True)
         rows.append({"table": "peak memory: one topk_blocked call (top-10) per child under /usr/bin/time -v",
                      "case": f"{rss_users} users x {N:,} items x 64", "users": rss_users, "items": N,
                      "child_rank_s": wall, "peak_rss_MiB": rss, "floor_rss_MiB": floor,

@@ -8,9 +8,11 @@ these files, so a rerun of one benchmark refreshes its section and nothing else.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -88,3 +90,34 @@ def write_result(name: str, rows: list[dict[str, Any]], notes: str = "", info: d
     os.replace(tmp, path)
     print(f"wrote {path}")
     return path
+
+
+MiB = 1 << 20
+
+
+def best(f, reps: int) -> float:
+    """Best wall time of ``reps`` calls of ``f()``, in seconds."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def add_child_args(ap: argparse.ArgumentParser) -> None:
+    """The hidden flags of a peak-memory child (``--child N --users U --dim D [--no-rank]``)."""
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--users", type=int, default=1000, help=argparse.SUPPRESS)
+    ap.add_argument("--dim", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--no-rank", action="store_true", help=argparse.SUPPRESS)
+
+
+def peak_rss(script: str, n_items: int, users: int, dim: int, rank: bool) -> tuple[float, float]:
+    """(max RSS MiB, wall s of the ranking) of ``script --child ...`` run under /usr/bin/time -v."""
+    cmd = ["/usr/bin/time", "-v", sys.executable, script, "--child", str(n_items), "--users", str(users),
+           "--dim", str(dim)] + ([] if rank else ["--no-rank"])
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
+    wall = float(re.search(r"child_wall_s=([\d.]+)", p.stdout).group(1))
+    return kb * 1024 / MiB, wall

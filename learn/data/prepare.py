@@ -349,20 +349,6 @@ def from_mix(
     return corpus, notes
 
 
-# ----------------------------------------------------------------------------------------------- seed layout
-SEED_DATASETS = ("Arts", "Office", "Scientific", "Instruments", "Pet", "Games")
-
-
-def seed_finetune_folders(data_root: Path, names: list[str] | None = None) -> list[Path]:
-    """``DATA_ROOT/finetune_data/<D>`` for the named datasets, or for every subfolder holding a ``smap.json``."""
-    base = Path(data_root) / "finetune_data"
-    if names:
-        return [_folder(base / n) for n in names]
-    if not base.is_dir():
-        raise DataError(base, "folder not found (expected the seed layout DATA_ROOT/finetune_data/<Dataset>/)")
-    return sorted(p for p in base.iterdir() if p.is_dir() and (p / "smap.json").exists())
-
-
 # ----------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,40 +236,4 @@ def main(argv: list[str]) -> int:
         print(f"wrote {n} items to {a.out}")
     elif a.cmd == "import-lmdb":
         print(f"wrote {import_lmdb(a.lmdb, a.out, a.store_dtype, a.overwrite)} items to {a.out}")
-    return 0
-
-
-# ------------------------------------------------------------------------------------- the seed's step-4 scripts
-def seed_build_main(argv: list[str] | None, *, pretrain: bool, description: str | None = None) -> int:
-    """``preprocess/amazon_2018/build_item_baichuan_lmdb_{pretrain,ft}.py``: the seed's ``.txt`` -> item stores."""
-    p = ArgumentParser(description=(description or "").split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds pretrain_data/, finetune_data/")
-    if not pretrain:
-        p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
-    p.add_argument("--store-dtype", default="float32", choices=sorted(DTYPES))
-    a = p.parse_args(argv)
-    root, emb = a.data_root, a.data_root / "item_embeddings"
-    try:
-        if pretrain:
-            out = emb / "item_baichuan_lmdb"
-            n = import_txt([emb / "pretrain.txt"], out, a.store_dtype, overwrite=True,
-                           meta_from=emb / "cex_stores" / "pretrain")
-            print(f"wrote {n} items to {out}")
-            return 0
-        from learn.data.prepare import seed_finetune_folders
-
-        folders = seed_finetune_folders(root, a.datasets)
-        if not folders:
-            raise DataError(root / "finetune_data", "no dataset folder with a smap.json")
-        for folder in folders:
-            name = folder.name
-            out = root / "finetune_data" / f"{name}_baichuan_lmdb"
-            n = import_txt([emb / f"{name}.txt"], out, a.store_dtype, overwrite=True,
-                           meta_from=emb / "cex_stores" / name)
-            pkl = root / "finetune_data" / f"product2emb_{name}.pkl"
-            export_pkl(out, pkl)
-            print(f"wrote {n} items to {out} and {pkl}")
-    except LearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone without installing
 
-from learn.data.store_cli import seed_build_main  # noqa: E402
+from learn.compat import seed_build_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(seed_build_main(None, pretrain=False, description=__doc__))

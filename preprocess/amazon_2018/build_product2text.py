@@ -10,55 +10,13 @@ that holds ``amazon_2018/``::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone without installing
 
 from learn.cli import guarded  # noqa: E402
-from learn.data.formats import load_dataset, load_pretrain_corpus, write_item_texts  # noqa: E402
-from learn.data.prepare import seed_finetune_folders  # noqa: E402
-from learn.io import atomic_write_json  # noqa: E402
-
-SHOW_MISSING = 10
-
-
-def texts_from_meta(name: str, data) -> dict[str, str]:
-    """{item key: template text} for smap items, printing the seed's messages about items without meta."""
-    data.item_texts = None  # always rebuild from meta_data.json, never from a previous run's output
-    texts = data.text_map()
-    missing = [k for k in data.smap if k not in texts]
-    for key in missing[:SHOW_MISSING]:
-        print(f"missing {key} in {name}")
-    if len(missing) > SHOW_MISSING:
-        print(f"... and {len(missing) - SHOW_MISSING:,} more items without meta in {name}")
-    print(f" total {len(texts)} items in {name}")
-    print(f" total {len(data.smap)} items needs in {name}")
-    return texts
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds finetune_data/, pretrain_data/")
-    p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
-    p.add_argument("--skip-pretrain", action="store_true", help="only the finetune datasets")
-    args = p.parse_args(argv)
-    for folder in seed_finetune_folders(args.data_root, args.datasets):
-        write_item_texts(folder, texts_from_meta(folder.name, load_dataset(folder)))
-    pretrain = args.data_root / "pretrain_data"
-    if args.skip_pretrain:
-        return 0
-    if not pretrain.is_dir():
-        print(f"{pretrain} not found: pretrain texts skipped")
-        return 0
-    corpus = load_pretrain_corpus(pretrain)
-    if corpus.smap_generated:
-        atomic_write_json(pretrain / "smap.json", corpus.smap)
-        print(f"wrote {pretrain / 'smap.json'} ({corpus.num_items:,} items, first seen over train then dev)")
-    write_item_texts(pretrain, texts_from_meta("pretrain_data", corpus))
-    return 0
-
+from learn.compat import seed_texts_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    sys.exit(guarded(lambda argv: seed_texts_main(argv, description=__doc__)))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -27,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from learn.errors import LearnError
-from learn.io import atomic_dir
+from learn.io import atomic_dir, sha256_file
 
 STEP_RE = re.compile(r"^step-(\d{8})$")
 FILES = ("model.safetensors", "train_state.pt", "config.yaml")
@@ -35,14 +34,6 @@ WEIGHT_FILES = ("model.safetensors", "config.yaml")  # a weights-only folder (be
 PARTIAL_RE = re.compile(r"^\.step-\d{8}\.(tmp|old)-")  # left by a crash inside atomic_dir / replace_dir
 STORE_KEY = "learn.item_store"  # safetensors metadata: the identity of the item store the weights were trained on
 IDENTITY = ("model", "layer", "text_template_hash")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -69,7 +60,7 @@ def save_weights(model: torch.nn.Module, config_yaml: str, folder: Path, store: 
 
 
 def write_manifest(folder: Path, names: tuple[str, ...]) -> None:
-    (folder / "manifest.json").write_text(json.dumps({name: _sha256(folder / name) for name in names}, indent=1))
+    (folder / "manifest.json").write_text(json.dumps({name: sha256_file(folder / name) for name in names}, indent=1))
 
 
 def identity_of(meta) -> dict:
@@ -160,7 +151,7 @@ def verify(folder: Path, required: tuple[str, ...] = FILES) -> str | None:
         path = folder / name
         if not path.exists():
             return f"{name} is missing"
-        if manifest.get(name) != _sha256(path):
+        if manifest.get(name) != sha256_file(path):
             return f"{name} does not match its checksum"
     return None
 

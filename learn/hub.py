@@ -22,7 +22,6 @@ that is renamed only when everything succeeded.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -37,7 +36,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from tqdm import tqdm
 
 from learn.errors import ArgumentParser, LearnError
-from learn.io import atomic_dir, check_output_dir, missing_parents, remove_empty
+from learn.io import atomic_dir, check_output_dir, missing_parents, remove_empty, sha256_file
 
 CHUNK = 1 << 20
 HF_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.yml", "*.txt", "*.model"]
@@ -95,14 +94,6 @@ def parse_source(source: str) -> Source:
             return Source("gdrive-file", m.group(1) if m else ids[0])
         raise LearnError(f"cannot find a Google Drive file or folder id in {source!r}")
     return Source("http", s)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_sha(path: Path, expected: str | None, delete: bool = True) -> None:

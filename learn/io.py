@@ -8,6 +8,8 @@ file or folder (and any parent folder it created) and names the output in its OS
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -196,18 +198,28 @@ def replace_dir(src: Path, dst: Path) -> None:
     _fsync_dir(dst.parent)
 
 
+def open_maybe_gz(path: str | Path, mode: str = "rt") -> Any:
+    """``gzip.open`` for a ``.gz`` path, ``open`` otherwise; text modes read UTF-8."""
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    return opener(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON (or .json.gz) file, turning a missing file or bad JSON into a one-line DataError."""
     path = Path(path)
     if not path.exists() and path.suffix == ".json" and path.with_name(path.name + ".gz").exists():
         path = path.with_name(path.name + ".gz")
     try:
-        if path.suffix == ".gz":
-            import gzip
-
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                return json.load(f)
-        with open(path, encoding="utf-8") as f:
+        with open_maybe_gz(path) as f:
             return json.load(f)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None

@@ -17,7 +17,6 @@ sample, so a process holds none of the corpus (the OS page cache keeps the hot p
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from learn.data.samples import SequenceSamples
+from learn.io import open_maybe_gz
 
 FORMAT = 1
 _READ = 1 << 20
@@ -35,9 +35,8 @@ _READ = 1 << 20
 def iter_json_lists(path: str | Path, chunk: int = _READ) -> Iterator[list]:
     """Yield the elements of a top-level JSON list one at a time, reading ``chunk`` characters at a time."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     dec = json.JSONDecoder()
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_maybe_gz(path) as f:
         buf, pos, eof = "", 0, False
 
         def more() -> bool:

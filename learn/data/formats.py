@@ -13,7 +13,6 @@ are only counted and reported as a warning.
 from __future__ import annotations
 
 import builtins
-import gzip
 import io
 import json
 import logging
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from learn.data.text import item_text
 from learn.errors import DataError
-from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json, dir_mode
+from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json, dir_mode, open_maybe_gz
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,7 @@ def read_json_strict(path: str | Path) -> Any:
     """Read JSON (or ``.json.gz``); duplicate object keys, bad JSON and missing files raise a one-line DataError."""
     path = resolve(path)
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as f:
+        with open_maybe_gz(path) as f:
             return json.load(f, object_pairs_hook=_unique_pairs)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
@@ -502,9 +500,8 @@ def is_corpus(path: str | Path) -> bool:
     p = resolve(Path(path) / "train.json")
     if not p.is_file():
         return False
-    opener = gzip.open if p.suffix == ".gz" else open
     try:  # bytes: a non-UTF-8 or damaged file is reported by the loader, with its name
-        with opener(p, "rb") as f:
+        with open_maybe_gz(p, "rb") as f:
             head = f.read(64).lstrip()
     except (OSError, EOFError):
         return False

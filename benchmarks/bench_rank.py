@@ -128,10 +128,7 @@ def main() -> None:
              "tensors (interpreter + torch + item matrix), so `rss_over_floor_MiB` is what ranking adds; "
              "`dense_scores_MiB` is what an unchunked users × items score matrix would take. On a loaded 2-core "
              "machine (see the load average) 2 threads can be slower than 1: each parallel op waits for a core.")
-    if a.quick:
-        notes = "QUICK smoke run: sizes too small to mean anything. " + notes
-    out_dir = a.out_dir or (HERE / "out" / "quick" if a.quick else None)  # quick runs stay out of RESULTS.md
-    write_result("bench_rank", rows, notes, info=info, out_dir=out_dir)
+    write_result("bench_rank", rows, notes, info=info, out_dir=a.out_dir, quick=a.quick)
 
 
 if __name__ == "__main__":

@@ -159,10 +159,7 @@ def main() -> None:
              "including its loading and the JSON-lines output. Both use the test-split histories (train + val). "
              "Memory rows: `rss_over_floor_MiB` is what top-k ranking adds over a child that only allocates the same "
              "tensors; `dense_scores_MiB` is what a users x items score matrix would take.")
-    if a.quick:
-        notes = "QUICK smoke run: sizes too small to mean anything. " + notes
-    out_dir = a.out_dir or (HERE / "out" / "quick" if a.quick else None)
-    write_result("bench_recommend", rows, notes, info=info, out_dir=out_dir)
+    write_result("bench_recommend", rows, notes, info=info, out_dir=a.out_dir, quick=a.quick)
     print(json.dumps({"rows": len(rows)}))
 
 

@@ -435,10 +435,7 @@ def main() -> None:
              "file read per sample). `end_rss_anon_MiB`/`end_rss_file_MiB`: the main process's anonymous and "
              "file-backed (LMDB pages mapped) RSS when the run ends. Store and corpus files are read once before each "
              "pipeline run (warm page cache). Trainer and pipeline were timed one after the other on the same 2 cores.")
-    if a.quick:
-        notes = "QUICK smoke run: sizes too small to mean anything. " + notes
-    out_dir = a.out_dir or (HERE / "out" / "quick" if a.quick else None)
-    write_result("bench_scale", rows, notes, info=info, out_dir=out_dir)
+    write_result("bench_scale", rows, notes, info=info, out_dir=a.out_dir, quick=a.quick)
 
 
 if __name__ == "__main__":

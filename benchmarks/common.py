@@ -78,8 +78,15 @@ def git_rev() -> str:
 
 
 def write_result(name: str, rows: list[dict[str, Any]], notes: str = "", info: dict[str, Any] | None = None,
-                 out_dir: Path | None = None) -> Path:
-    """Write ``results/<name>.json`` atomically and return its path."""
+                 out_dir: Path | None = None, quick: bool = False) -> Path:
+    """Write ``results/<name>.json`` atomically and return its path.
+
+    ``quick`` (a ``--quick`` smoke run) marks the notes and writes to ``out/quick`` unless ``out_dir`` is given, so
+    quick runs stay out of RESULTS.md.
+    """
+    if quick:
+        notes = "QUICK smoke run: sizes too small to mean anything. " + notes
+        out_dir = out_dir or RESULTS_DIR.parent / "out" / "quick"
     out_dir = out_dir or RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"name": name, "command": command(), "machine": info or machine(), "git": git_rev(),

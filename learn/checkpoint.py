@@ -100,7 +100,6 @@ def save_checkpoint(
     train_state: dict[str, Any],
     config_yaml: str,
     keep_last_n: int = 2,
-    protect: tuple[int, ...] = (),
     store: dict | None = None,
 ) -> Path:
     """Write ``ckpt_root/step-{step:08d}`` atomically, then prune older step folders beyond ``keep_last_n``."""
@@ -112,8 +111,7 @@ def save_checkpoint(
     if keep_last_n > 0:
         steps = sorted(list_steps(ckpt_root))
         for old in steps[:-keep_last_n]:
-            if old not in protect:
-                shutil.rmtree(ckpt_root / f"step-{old:08d}", ignore_errors=True)
+            shutil.rmtree(ckpt_root / f"step-{old:08d}", ignore_errors=True)
     return final
 
 

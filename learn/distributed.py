@@ -115,21 +115,9 @@ def _round_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Sto
     return dist.PrefixStore(f"learn/round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item() / dist.get_world_size()
 
 
 def broadcast_object(obj):

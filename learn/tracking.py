@@ -14,7 +14,7 @@ class MetricLogger:
     """``log(metrics, step)``, ``summary(metrics)``, ``close()``; a no-op on non-main ranks."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any], enabled: bool = True, use_wandb: bool = True,
-                 project: str = "LEARN", name: str = "", entity: str = "", resume_step: int = 0):
+                 project: str = "LEARN", name: str = "", entity: str = ""):
         self.enabled = enabled
         self.run = None
         self.jsonl = None

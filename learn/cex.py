@@ -299,17 +299,7 @@ def _merge(out: Path, parts: list[Path], keys: Sequence[str], meta: StoreMeta, d
             env = lmdb.open(str(part), readonly=True, lock=True, readahead=False, subdir=True)
             try:
                 with env.begin(buffers=True) as txn:
-                    chunk: list[tuple[bytes, bytes]] = []
-                    for k, v in txn.cursor():
-                        kb = bytes(k)
-                        if kb in wanted and kb not in seen:
-                            seen.add(kb)
-                            chunk.append((kb, bytes(v)))
-                        if len(chunk) >= 4096:
-                            w.put_raw(chunk)
-                            chunk = []
-                    if chunk:
-                        w.put_raw(chunk)
+                    w.copy_from(txn, lambda kb: kb in wanted and kb not in seen and not seen.add(kb))
             finally:
                 env.close()
         if len(seen) != len(wanted):

@@ -38,4 +38,12 @@ $PY -m learn plot "$OUT/runs/finetune" --out "$OUT/curves.png"   # training loss
 step "use the model: top-5 for user 1 (README: \"Using a trained model\")"
 $PY -m learn recommend --ckpt "$OUT/runs/finetune" --data "$OUT/data/ml-100k" --store "$OUT/store/ml-100k" \
   --user 1 -k 5 --exclude-history
+step "at a glance: LEARN (this run, test) beside RecBole SASRec (recorded reference, not rerun)"
+$PY - "$OUT/metrics.json" <<'PYEOF'
+import json, sys
+t = json.load(open(sys.argv[1]))["test"]
+print(f"  LEARN, this demo run           NDCG@10 {t['ndcg@10']:.4f}  Recall@10 {t['recall@10']:.4f}")
+print("  RecBole SASRec, recorded       NDCG@10 0.0670  Recall@10 0.1442  (shared/docs/BASELINES.md; RecBole's own")
+print("                                 split, which orders near-simultaneous ratings differently for 37 test users)")
+PYEOF
 echo; echo "results: $OUT/results.md, $OUT/metrics.json; charts: $OUT/results.png, $OUT/curves.png"

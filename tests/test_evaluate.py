@@ -80,6 +80,8 @@ def test_demo_pipeline_end_to_end_reduced(tmp_path):
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["test"]["users"] == 943 and 0 <= metrics["test"]["ndcg@10"] <= 1
     assert "MovieLens-100K" in proc.stdout and "NDCG@10" in proc.stdout
+    glance = proc.stdout[proc.stdout.index("at a glance"):]  # this run's test numbers beside the recorded reference
+    assert f"NDCG@10 {metrics['test']['ndcg@10']:.4f}" in glance and "RecBole SASRec, recorded" in glance
     # a rerun reuses every finished stage
     again = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
                            cwd=ROOT, timeout=600)

@@ -19,11 +19,14 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
@@ -43,74 +46,102 @@ from learn.model import LEARNModel
 from learn.tracking import MetricLogger
 
 
-class Objective(nn.Module):
-    """The whole loss of one micro-batch in one ``forward`` so DDP sees a single forward per backward."""
+class LossInput(NamedTuple):
+    """One micro-batch as every loss receives it (item vectors, ids and masks; the extras only where a loss asks)."""
 
-    def __init__(
-        self,
-        model: LEARNModel,
-        loss: str,
-        scale: float,
-        mask_history: bool,
-        catalogue_chunk: int,
-        dense_user_positions: int,
-        item_dropout: bool = True,
-    ):
+    hist_vec: Tensor
+    mask: Tensor
+    hist_ids: Tensor
+    tgt_vec: Tensor
+    tgt_ids: Tensor
+    tgt_mask: Tensor
+    catalogue: Tensor | None = None  # every item's vector (losses registered with catalogue=True)
+    win_vec: Tensor | None = None  # the future target window (losses registered with window=True)
+    win_ids: Tensor | None = None
+    win_mask: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    fn: Callable[[Objective, LossInput], Tensor]
+    catalogue: bool = False  # the trainer passes the whole catalogue's vectors
+    window: bool = False  # the samples carry a future target window of train.dense_target_window items
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register_loss(name: str, catalogue: bool = False, window: bool = False):
+    """Add ``fn(objective, batch: LossInput) -> scalar loss`` to the registry; ``train.loss=<name>`` selects it."""
+
+    def add(fn):
+        LOSSES[name] = LossSpec(fn, catalogue, window)
+        return fn
+
+    return add
+
+
+@register_loss("infonce")
+def _infonce(o: Objective, x: LossInput) -> Tensor:
+    ids = o.item_ids(x.hist_ids)
+    users = o.model.encode_positions(x.hist_vec, x.mask, x.tgt_mask, ids)  # only the loss positions are computed
+    targets = x.tgt_ids[x.tgt_mask]
+    items = o.model.encode_items(x.tgt_vec[x.tgt_mask], targets if ids is not None else None, o.item_dropout)
+    return info_nce(users, items, targets, scale=o.scale)
+
+
+@register_loss("softmax", catalogue=True)
+def _softmax(o: Objective, x: LossInput) -> Tensor:
+    ids = o.item_ids(x.hist_ids)
+    users = o.model.encode_positions(x.hist_vec, x.mask, x.tgt_mask, ids)
+    targets = x.tgt_ids[x.tgt_mask]
+    cat_ids = torch.arange(x.catalogue.shape[0], device=x.catalogue.device)
+    items = o.model.encode_catalogue(x.catalogue, cat_ids if ids is not None else None, chunk_size=o.catalogue_chunk,
+                                     dropout=o.item_dropout)
+    history = None
+    if o.mask_history:  # row (b, p) may not recommend items seen at positions <= p
+        L, dev = x.hist_ids.shape[1], x.mask.device
+        upto = torch.arange(L, device=dev)[None, :] <= torch.arange(L, device=dev)[:, None]
+        h = x.hist_ids[:, None, :].expand(-1, L, -1).masked_fill(~(upto[None] & x.mask[:, None, :]), -1)
+        history = h[x.tgt_mask]
+    return full_softmax(users, items, targets, scale=o.scale, history=history)
+
+
+@register_loss("dense", window=True)
+def _dense(o: Objective, x: LossInput) -> Tensor:
+    ids = o.item_ids(x.hist_ids)
+    seq = o.model.encode_sequence(x.hist_vec, x.mask, ids)  # samples positions of the whole sequence output
+    w = o.model.encode_items(x.win_vec.flatten(0, 1), x.win_ids.flatten() if ids is not None else None,
+                             o.item_dropout)
+    return dense_all_action(seq, x.mask, w.view(*x.win_ids.shape, -1), x.win_mask, x.win_ids, scale=o.scale,
+                            num_user_positions=o.dense_user_positions)
+
+
+class Objective(nn.Module):
+    """The whole loss of one micro-batch in one ``forward`` so DDP sees a single forward per backward.
+
+    ``forward`` takes the fields of :class:`LossInput` (positionally, as the benchmarks call it) and hands them to
+    the registered loss ``LOSSES[loss]``.
+    """
+
+    def __init__(self, model: LEARNModel, loss: str, scale: float, mask_history: bool, catalogue_chunk: int,
+                 dense_user_positions: int, item_dropout: bool = True):
         super().__init__()
         self.model = model
         self.loss = loss
+        self.spec = LOSSES[loss]
         self.scale = scale
         self.mask_history = mask_history
         self.catalogue_chunk = catalogue_chunk
         self.dense_user_positions = dense_user_positions
         self.item_dropout = item_dropout
 
-    def forward(
-        self,
-        hist_vec,
-        mask,
-        hist_ids,
-        tgt_vec,
-        tgt_ids,
-        tgt_mask,
-        catalogue=None,
-        win_vec=None,
-        win_ids=None,
-        win_mask=None,
-    ):
-        ids = hist_ids if self.model.cfg.uses_item_ids else None
-        if self.loss == "dense":  # samples positions of the whole sequence output
-            seq = self.model.encode_sequence(hist_vec, mask, ids)
-        else:  # only the loss positions: padding and, with one target per row, most of the last layer are skipped
-            users = self.model.encode_positions(hist_vec, mask, tgt_mask, ids)
-        targets = tgt_ids[tgt_mask]
-        if self.loss == "softmax":
-            cat_ids = torch.arange(catalogue.shape[0], device=catalogue.device)
-            items = self.model.encode_catalogue(
-                catalogue, cat_ids if ids is not None else None, chunk_size=self.catalogue_chunk,
-                dropout=self.item_dropout,
-            )
-            history = None
-            if self.mask_history:  # row (b, p) may not recommend items seen at positions <= p
-                L = hist_ids.shape[1]
-                upto = torch.arange(L, device=mask.device)[None, :] <= torch.arange(L, device=mask.device)[:, None]
-                h = hist_ids[:, None, :].expand(-1, L, -1).masked_fill(~(upto[None] & mask[:, None, :]), -1)
-                history = h[tgt_mask]
-            return full_softmax(users, items, targets, scale=self.scale, history=history)
-        if self.loss == "dense":
-            w = self.model.encode_items(win_vec.flatten(0, 1), win_ids.flatten() if ids is not None else None,
-                                        self.item_dropout)
-            return dense_all_action(
-                seq,
-                mask,
-                w.view(*win_ids.shape, -1),
-                win_mask,
-                win_ids,
-                scale=self.scale,
-                num_user_positions=self.dense_user_positions,
-            )
-        items = self.model.encode_items(tgt_vec[tgt_mask], targets if ids is not None else None, self.item_dropout)
-        return info_nce(users, items, targets, scale=self.scale)
+    def item_ids(self, hist_ids: Tensor) -> Tensor | None:
+        """The history's item ids when the model has an ID table, else None."""
+        return hist_ids if self.model.cfg.uses_item_ids else None
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        return self.spec.fn(self, LossInput(*args, **kwargs))
 
 
 def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
@@ -333,7 +364,7 @@ class Trainer:
             raise LearnError("no training sequences left after the length filter")
         self.input_dim = self.store.dim
         mode = t.stage
-        window = t.dense_target_window if self.loss == "dense" else 0
+        window = t.dense_target_window if LOSSES[self.loss].window else 0
         samples_cls = StreamedSequenceSamples if isinstance(seqs, SequenceFile) else SequenceSamples
         self.train_set = samples_cls(
             seqs, cfg.data.max_history, mode=mode, positions=t.loss_positions, window=window, seed=t.seed,
@@ -569,7 +600,7 @@ class Trainer:
                 vec(b.target),
                 b.target,
                 b.target_mask,
-                self.table if self.loss == "softmax" else None,
+                self.table if LOSSES[self.loss].catalogue else None,
                 *win,
             )
 
@@ -615,111 +646,124 @@ class Trainer:
             name=cfg.log.run_name,
             entity=cfg.log.wandb_entity,
         )
-        metric_name = t.eval_metric
         done = t.max_steps and self.step >= t.max_steps
         self.model.train()
         for epoch in range(start_epoch, t.epochs):
             if done:
                 break
-            loader = self._loader(epoch, skip)
-            bar = tqdm(
-                total=self.micro_per_epoch,
-                initial=skip,
-                desc=f"{t.stage} epoch {epoch + 1}/{t.epochs}",
-                disable=not (self.main and cfg.log.progress),
-                dynamic_ncols=True,
-                unit="batch",
-            )
-            micro, running, nmicro, seen, tic = skip, 0.0, 0, 0, time.perf_counter()
+            micro, done = self._train_epoch(epoch, skip, logger)
             skip = 0
-            for batch in loader:
-                last_micro = (micro + 1) % t.grad_accum == 0 or micro + 1 == self.micro_per_epoch
-                sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else self.step_module.no_sync()
-                with sync:
-                    loss = self._micro_step(batch)
-                    self.scaler.scale(loss / t.grad_accum).backward()
-                value = loss.item()  # the one sync per micro-step there always was; checked before any update
-                if not math.isfinite(value):
-                    raise LearnError(
-                        f"training loss is {value} at epoch {epoch + 1}, step {self.step + 1} (micro-batch "
-                        f"{micro + 1}): stopped before the update; nothing of this step was saved (lower train.lr, "
-                        f"check the data)")
-                running += value
-                nmicro += 1
-                seen += batch.hist.shape[0]
-                micro += 1
-                bar.update(1)
-                if not last_micro:
-                    continue
-                if t.clip_grad > 0:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                if self.ema is not None:
-                    self.ema.update_parameters(self.model)
-                self.step += 1
-                if self.step % cfg.log.log_every == 0 or micro == self.micro_per_epoch:
-                    elapsed = time.perf_counter() - tic
-                    rate = seen * self.dist.world_size / max(elapsed, 1e-9)
-                    avg = running / max(1, nmicro)
-                    logger.log(
-                        {
-                            "train/loss": avg,
-                            "train/lr": self.scheduler.get_last_lr()[0],
-                            "train/seq_per_s": rate,
-                            "epoch": epoch + micro / self.micro_per_epoch,
-                        },
-                        self.step,
-                    )
-                    bar.set_postfix(loss=f"{avg:.4f}", seq_s=f"{rate:.0f}")
-                    running, nmicro, seen, tic = 0.0, 0, 0, time.perf_counter()
-                if cfg.ckpt.save_every_steps and self.step % cfg.ckpt.save_every_steps == 0:
-                    self.save(epoch, micro)
-                if t.max_steps and self.step >= t.max_steps:
-                    done = True
-                    break
-            bar.close()
-            stop = False
-            if not done or micro == self.micro_per_epoch:
-                epoch_end, next_epoch, next_micro = True, epoch + 1, 0
-            else:
-                epoch_end, next_epoch, next_micro = False, epoch, micro
-            if epoch_end and t.eval_every and (epoch + 1) % t.eval_every == 0:
-                metrics = self.validate("val")
-                if metrics is not None:
-                    logger.log({f"val/{k}": v for k, v in metrics.items()}, self.step)
-                    self.log(
-                        f"epoch {epoch + 1} val "
-                        + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-                    )
-                    if metrics[metric_name] > self.best:
-                        self.best, self.best_step, self.bad_evals = metrics[metric_name], self.step, 0
-                        if self.main:
-                            with atomic_dir(self.run_dir / "best", overwrite=True) as tmp:
-                                ckpt.save_weights(self.eval_model, self.config_yaml, tmp, store=self.store_identity,
-                                                  manifest=True)
-                                atomic_write_json(tmp / "val_metrics.json", {"step": self.step, **metrics})
-                        logger.summary({f"best/val_{k}": v for k, v in metrics.items()})
-                    else:
-                        self.bad_evals += 1
-                        stop = t.patience > 0 and self.bad_evals >= t.patience
-            if (
-                (epoch_end and cfg.ckpt.save_every_epochs and (epoch + 1) % cfg.ckpt.save_every_epochs == 0)
-                or stop
-                or done
-                or next_epoch == t.epochs
-            ):
-                self.save(next_epoch, next_micro)
-            if stop:
-                self.log(f"early stop: no {metric_name} improvement in {t.patience} validations")
+            if self._end_epoch(epoch, micro, done, logger):
                 break
         result = self._finish(logger)
         logger.close()
         D.cleanup()
         return result
+
+    def _train_epoch(self, epoch: int, skip: int, logger: MetricLogger) -> tuple[int, bool]:
+        """Train one epoch from micro-batch ``skip``; returns (micro-batches done, whether train.max_steps is hit)."""
+        cfg, t = self.cfg, self.cfg.train
+        loader = self._loader(epoch, skip)
+        bar = tqdm(
+            total=self.micro_per_epoch,
+            initial=skip,
+            desc=f"{t.stage} epoch {epoch + 1}/{t.epochs}",
+            disable=not (self.main and cfg.log.progress),
+            dynamic_ncols=True,
+            unit="batch",
+        )
+        micro, running, nmicro, seen, tic = skip, 0.0, 0, 0, time.perf_counter()
+        done = False
+        for batch in loader:
+            last_micro = (micro + 1) % t.grad_accum == 0 or micro + 1 == self.micro_per_epoch
+            sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else self.step_module.no_sync()
+            with sync:
+                loss = self._micro_step(batch)
+                self.scaler.scale(loss / t.grad_accum).backward()
+            value = loss.item()  # the one sync per micro-step there always was; checked before any update
+            if not math.isfinite(value):
+                raise LearnError(
+                    f"training loss is {value} at epoch {epoch + 1}, step {self.step + 1} (micro-batch "
+                    f"{micro + 1}): stopped before the update; nothing of this step was saved (lower train.lr, "
+                    f"check the data)")
+            running += value
+            nmicro += 1
+            seen += batch.hist.shape[0]
+            micro += 1
+            bar.update(1)
+            if not last_micro:
+                continue
+            if t.clip_grad > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            self.step += 1
+            if self.step % cfg.log.log_every == 0 or micro == self.micro_per_epoch:
+                elapsed = time.perf_counter() - tic
+                rate = seen * self.dist.world_size / max(elapsed, 1e-9)
+                avg = running / max(1, nmicro)
+                logger.log(
+                    {
+                        "train/loss": avg,
+                        "train/lr": self.scheduler.get_last_lr()[0],
+                        "train/seq_per_s": rate,
+                        "epoch": epoch + micro / self.micro_per_epoch,
+                    },
+                    self.step,
+                )
+                bar.set_postfix(loss=f"{avg:.4f}", seq_s=f"{rate:.0f}")
+                running, nmicro, seen, tic = 0.0, 0, 0, time.perf_counter()
+            if cfg.ckpt.save_every_steps and self.step % cfg.ckpt.save_every_steps == 0:
+                self.save(epoch, micro)
+            if t.max_steps and self.step >= t.max_steps:
+                done = True
+                break
+        bar.close()
+        return micro, done
+
+    def _end_epoch(self, epoch: int, micro: int, done: bool, logger: MetricLogger) -> bool:
+        """Validate (keeping the best weights), save and decide on early stopping; True = stop training."""
+        cfg, t = self.cfg, self.cfg.train
+        metric_name = t.eval_metric
+        stop = False
+        if not done or micro == self.micro_per_epoch:
+            epoch_end, next_epoch, next_micro = True, epoch + 1, 0
+        else:
+            epoch_end, next_epoch, next_micro = False, epoch, micro
+        if epoch_end and t.eval_every and (epoch + 1) % t.eval_every == 0:
+            metrics = self.validate("val")
+            if metrics is not None:
+                logger.log({f"val/{k}": v for k, v in metrics.items()}, self.step)
+                self.log(
+                    f"epoch {epoch + 1} val "
+                    + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                )
+                if metrics[metric_name] > self.best:
+                    self.best, self.best_step, self.bad_evals = metrics[metric_name], self.step, 0
+                    if self.main:
+                        with atomic_dir(self.run_dir / "best", overwrite=True) as tmp:
+                            ckpt.save_weights(self.eval_model, self.config_yaml, tmp, store=self.store_identity,
+                                              manifest=True)
+                            atomic_write_json(tmp / "val_metrics.json", {"step": self.step, **metrics})
+                    logger.summary({f"best/val_{k}": v for k, v in metrics.items()})
+                else:
+                    self.bad_evals += 1
+                    stop = t.patience > 0 and self.bad_evals >= t.patience
+        if (
+            (epoch_end and cfg.ckpt.save_every_epochs and (epoch + 1) % cfg.ckpt.save_every_epochs == 0)
+            or stop
+            or done
+            or next_epoch == t.epochs
+        ):
+            self.save(next_epoch, next_micro)
+        if stop:
+            self.log(f"early stop: no {metric_name} improvement in {t.patience} validations")
+        return stop
 
     def _finish(self, logger: MetricLogger) -> dict:
         """Test metrics of the best validation checkpoint (or the final weights when nothing was validated)."""

@@ -93,6 +93,17 @@ def check_store(recorded: dict | None, meta, store_path, what: str) -> None:
                          f"({', '.join(diff)}); embed the items with the same LLM, layer and text template")
 
 
+def check_model_store(model: torch.nn.Module, weights: str | Path, store, store_path=None) -> None:
+    """Refuse a store a model cannot read: another vector size, or another LLM / layer / template than in training
+    (the identity recorded in the weights; see :func:`check_store`). Used by ``learn eval``, recommend and export."""
+    store_path = store.path if store_path is None else store_path
+    dim = unwrap(model).cfg.input_dim
+    if store.dim != dim:
+        raise LearnError(f"{store_path}: item vectors have dim {store.dim}, the model expects {dim} "
+                         f"(embed with the same LLM the model was trained on)")
+    check_store(store_identity(weights), store.meta, store_path, f"the model {weights}")
+
+
 def save_checkpoint(
     ckpt_root: Path,
     step: int,

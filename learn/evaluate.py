@@ -89,7 +89,7 @@ def _run_max_history(weights: Path, default: int = 40) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from learn.checkpoint import check_store, resolve_weights, store_identity, verify_weights
+    from learn.checkpoint import check_model_store, resolve_weights, verify_weights
     from learn.model import load_pretrained
 
     p = ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
@@ -123,10 +123,7 @@ def main(argv: list[str]) -> int:
     if args.max_history is None:
         args.max_history = _run_max_history(weights)
     data = load_eval_data(args.data, args.store)
-    if data.store.dim != model.cfg.input_dim:
-        raise LearnError(f"{args.store}: item vectors have dim {data.store.dim}, the model expects "
-                         f"{model.cfg.input_dim} (embed with the same LLM the model was trained on)")
-    check_store(store_identity(weights), data.store.meta, args.store, f"the model {weights}")
+    check_model_store(model, weights, data.store, args.store)
     splits = ["val", "test"] if args.split == "both" else [args.split]
     result = {"checkpoint": str(weights), "data": args.data, "mask_history": args.mask_history,
               "average": args.average}

@@ -100,54 +100,10 @@ def _weights_folder(weights: Path) -> Path:
     return weights.parent if weights.suffix == ".safetensors" else weights
 
 
-def _trained_store_meta(folder: Path):
-    """The meta of the item store the run was trained with (config.yaml's data.store), if it is still there."""
-    import yaml
-
-    from learn.data.store import ItemStore
-
-    try:
-        cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-        path = (cfg.get("data") or {}).get("store") or ""
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    if not path or not Path(path).is_dir():
-        return None
-    try:
-        return ItemStore(path).meta
-    except LearnError:
-        return None
-
-
-def check_store(store, model, folder: Path) -> None:
-    """One-line errors for a store the model cannot read: other vector size, or another LLM/layer than in training.
-
-    The store identity recorded in the weights (:func:`learn.checkpoint.store_identity`) decides, as in ``learn
-    eval``; weights without one are compared with the store named in their config.yaml, when it still exists.
-    """
-    from learn.checkpoint import check_store as check_identity
-    from learn.checkpoint import store_identity
-
-    if store.dim != model.cfg.input_dim:
-        raise LearnError(f"{store.path}: item vectors have dim {store.dim}, the model expects {model.cfg.input_dim} "
-                         f"(embed with the same LLM the model was trained on)")
-    recorded = store_identity(folder)
-    if recorded:
-        check_identity(recorded, store.meta, store.path, f"the model {folder}")
-        return
-    trained = _trained_store_meta(folder)
-    if trained is None:
-        return
-    have, want = (store.meta.model, store.meta.layer), (trained.model, trained.layer)
-    if have != want:
-        raise LearnError(f"{store.path}: item vectors come from LLM {have[0]!r} layer {have[1]}, but the model was "
-                         f"trained on {want[0]!r} layer {want[1]} (embed with the same LLM, layer and template)")
-
-
 def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device: str = "auto",
                    max_history: int | None = None, new_items: bool = True) -> Inference:
     """Load a checkpoint (as ``learn eval``), the dataset and the store; candidates = catalogue + new store items."""
-    from learn.checkpoint import resolve_weights, verify_weights
+    from learn.checkpoint import check_model_store, resolve_weights, verify_weights
     from learn.distributed import pick_device
     from learn.evaluate import _run_max_history, load_eval_data
     from learn.model import load_pretrained
@@ -160,18 +116,18 @@ def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device
     if max_history is None:
         max_history = _run_max_history(weights)
     ev = load_eval_data(data, store)
-    check_store(ev.store, model, folder)
+    check_model_store(model, folder, ev.store)
     keys = list(ev.dataset.item_keys)
     table = ev.table
     if new_items:
         known = ev.dataset.smap
         extra = [k for k in ev.store.keys() if k not in known]
+        if extra and not model.cfg.text_input:  # refused before the new items' vectors are read
+            raise LearnError(f"{store} holds {len(extra)} items outside the training catalogue, and this model "
+                             "has no text input (model.text_input=false): pass --catalogue-only")
         if extra:
             table = torch.cat([table, torch.from_numpy(ev.store.get(extra))])
             keys += extra
-            if not model.cfg.text_input:
-                raise LearnError(f"{store} holds {len(extra)} items outside the training catalogue, and this model "
-                                 "has no text input (model.text_input=false): pass --catalogue-only")
     return Inference(model, folder, ev.dataset, ev.store, keys, table, len(ev.dataset.item_keys), max_history, dev)
 
 

@@ -4,7 +4,7 @@
 #   MAX_RESTARTS   torchrun --max-restarts: when a worker dies, all are restarted and resume from the newest
 #                  verified checkpoint (ckpt.resume=auto); each restart round gets its own store keys
 #   LEARN_DIST_TIMEOUT   seconds a collective waits for a silent peer (default 1800)
-# torchrun runs under `python -m learn.distributed`, which passes its output through but replaces torchrun's
+# torchrun runs under `python -m learn.launch`, which passes its output through but replaces torchrun's
 # failure traceback with one line at the end: the worker's `error:` line (exit code 2 for bad input, as the CLI).
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
@@ -18,6 +18,6 @@ launch() {
     export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}
   fi
   echo "+ torchrun ${rdzv[*]} --nproc-per-node $nproc --max-restarts ${MAX_RESTARTS:-0} -m learn $stage --config $config $*" >&2
-  exec "$PY" -m learn.distributed "${rdzv[@]}" --nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-0}" \
+  exec "$PY" -m learn.launch "${rdzv[@]}" --nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-0}" \
     -m learn "$stage" --config "$config" "$@"
 }

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from learn.checkpoint import list_steps
-from learn.distributed import _LauncherFilter
+from learn.launch import _LauncherFilter
 from tests.conftest import ROOT, TINY_MODEL, make_tiny_corpus, make_tiny_dataset
 
 HANG_GUARD_S = 900  # only stops a hung run from blocking the suite; nothing here measures speed

@@ -510,11 +510,8 @@ class StoreWriter:
             raise LearnError(f"put_many: vectors of dim {array.shape[1]} in a store of dim {self.dim}")
         with np.errstate(over="ignore"):  # an overflow is reported below, naming the items
             rows = np.ascontiguousarray(array, dtype=DTYPES[self.dtype])
-        if not np.isfinite(rows).all():  # after the cast: a float16 store overflows above 65504
-            bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
-            half = "; float16 holds values up to 65504" if self.dtype == "float16" else ""
-            raise LearnError(f"{self.path}: refusing to write non-finite (NaN/Inf) vectors for {len(bad)} items "
-                             f"(e.g. {_names(bad)}{half})")
+        # after the cast: a float16 store overflows above 65504
+        self._refuse_non_finite(keys, rows, "; float16 holds values up to 65504" if self.dtype == "float16" else "")
         pairs = [(_encode_key(k), rows[i].tobytes()) for i, k in enumerate(keys)]
         self._write(lambda txn: txn.cursor().putmulti(pairs))
 
@@ -527,11 +524,14 @@ class StoreWriter:
                 raise LearnError(f"{self.path}: put_raw values of different sizes {sorted(sizes)}")
             keys = [bytes(k).decode("utf-8", "replace") for k, _ in pairs]
             rows = np.frombuffer(b"".join(v for _, v in pairs), DTYPES[self.dtype]).reshape(len(pairs), -1)
-            if not np.isfinite(rows).all():
-                bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
-                raise LearnError(f"{self.path}: refusing to write non-finite (NaN/Inf) vectors for {len(bad)} items "
-                                 f"(e.g. {_names(bad)})")
+            self._refuse_non_finite(keys, rows)
         self._write(lambda txn: txn.cursor().putmulti(pairs))
+
+    def _refuse_non_finite(self, keys: Sequence[str], rows: np.ndarray, hint: str = "") -> None:
+        if not np.isfinite(rows).all():
+            bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
+            raise LearnError(f"{self.path}: refusing to write non-finite (NaN/Inf) vectors for {len(bad)} items "
+                             f"(e.g. {_names(bad)}{hint})")
 
     def copy_from(self, txn: lmdb.Transaction, keep: Callable[[bytes], bool], chunk: int = 4096) -> None:
         """Copy the records of another store's read transaction whose key passes ``keep``, ``chunk`` at a time."""

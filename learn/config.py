@@ -231,6 +231,9 @@ def _non_finite(obj: Any, prefix: str = "") -> list[str]:
     return bad
 
 
+MISMATCH_MODES = ("refuse", "fresh", "accept")  # ckpt.on_mismatch
+
+
 def validate(cfg: RunConfig) -> None:
     """Refuse a config that cannot work (one line naming the key), before any data is loaded."""
     t, m = cfg.train, cfg.model
@@ -240,6 +243,8 @@ def validate(cfg: RunConfig) -> None:
     checks = [
         (t.stage in ("pretrain", "finetune"), f"train.stage must be pretrain or finetune, got {t.stage!r}"),
         (t.loss in ("auto", "infonce", "dense", "softmax"), f"train.loss: unknown {t.loss!r}"),
+        (cfg.ckpt.on_mismatch in MISMATCH_MODES, f"ckpt.on_mismatch must be one of "
+                                                 f"{', '.join(MISMATCH_MODES)}, got {cfg.ckpt.on_mismatch!r}"),
         (
             t.loss_positions in ("target", "all"),
             f"train.loss_positions must be target or all, got {t.loss_positions!r}",

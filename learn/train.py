@@ -178,7 +178,6 @@ IGNORED_ON_RESUME = frozenset({"ckpt.resume", "ckpt.on_mismatch", "log.output_di
 SAFE_TO_CHANGE = frozenset({"train.epochs", "train.max_steps", "train.patience", "train.eval_every",
                             "train.eval_batch_size", "train.device", "train.compile", "data.preload_store",
                             "ckpt.keep_last_n", "ckpt.save_every_epochs", "ckpt.save_every_steps"})
-MISMATCH_MODES = ("refuse", "fresh", "accept")
 # model keys a train.init_from start takes from the source run's config.yaml unless given on the command line: the
 # shape of the towers (dropout, the ID table and the item bias stay this run's choice: catalogue/recipe specific)
 INHERITED_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_size", "output_dim", "max_len", "position",
@@ -232,9 +231,6 @@ class Trainer:
         run's config.yaml says); None = every model key that differs from its default counts as chosen."""
         self.cfg = cfg
         t = cfg.train
-        if cfg.ckpt.on_mismatch not in MISMATCH_MODES:
-            raise LearnError(f"config: ckpt.on_mismatch must be one of {', '.join(MISMATCH_MODES)}, "
-                             f"got {cfg.ckpt.on_mismatch!r}")
         self.dist = D.init(t.device)
         self.device = self.dist.device
         self.main = self.dist.is_main

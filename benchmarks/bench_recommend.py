@@ -51,9 +51,10 @@ def child(n_items: int, users: int, dim: int, rank: bool) -> None:
 
 def synthetic_run(root: Path, n_users: int, n_items: int, dim: int = 384, seed: int = 0) -> tuple[Path, Path, Path]:
     """A leave-one-out dataset (random walks over the items), a dim-d item store and a demo-architecture model."""
+    from learn.checkpoint import save_pretrained
     from learn.data.formats import SeqDataset, write_dataset
     from learn.data.store import write_store
-    from learn.model import LEARNModel, ModelConfig, save_pretrained
+    from learn.model import LEARNModel, ModelConfig
 
     rng = np.random.default_rng(seed)
     keys = [f"I{i:07d}" for i in range(n_items)]
@@ -76,8 +77,8 @@ def synthetic_run(root: Path, n_users: int, n_items: int, dim: int = 384, seed: 
 
 
 def end_to_end(label: str, n_users: int, n_items: int) -> list[dict]:
+    from learn.checkpoint import load_pretrained
     from learn.evaluate import evaluate_split, load_eval_data
-    from learn.model import load_pretrained
     from learn.recommend import main as recommend_main
 
     rows = []

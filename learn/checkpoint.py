@@ -18,15 +18,18 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
-from learn.errors import LearnError
-from learn.io import atomic_dir, sha256_file
+from learn.errors import DataError, LearnError
+from learn.io import atomic_dir, atomic_write_bytes, atomic_write_text, sha256_file
+from learn.model import LEARNModel, ModelConfig
 
 STEP_RE = re.compile(r"^step-(\d{8})$")
 FILES = ("model.safetensors", "train_state.pt", "config.yaml")
@@ -37,26 +40,84 @@ IDENTITY = ("model", "layer", "text_template_hash")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under DDP / torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+    """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers, however nested."""
+    while True:
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
 
 
-def save_weights(model: torch.nn.Module, config_yaml: str, folder: Path, store: dict | None = None,
-                 manifest: bool = False) -> None:
-    """model.safetensors (+ the item store's identity in its metadata) + config.yaml into an existing folder;
-    ``manifest``: also a manifest.json of their sha256 sums."""
+def save_weights(model: torch.nn.Module, config_yaml: str, folder: str | Path, store: dict | None = None,
+                 manifest: bool = False) -> Path:
+    """model.safetensors (+ the item store's identity in its metadata) + config.yaml into ``folder`` (created if
+    needed), each file written atomically; ``manifest``: also a manifest.json of their sha256 sums. Wrap the call in
+    :func:`learn.io.atomic_dir` to make a whole folder appear at once."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt"}
     if store:
         metadata[STORE_KEY] = json.dumps(store, sort_keys=True)
-    save_file(model_state(model), str(folder / "model.safetensors"), metadata=metadata)
-    (folder / "config.yaml").write_text(config_yaml)
+    atomic_write_bytes(folder / "model.safetensors", save(model_state(model), metadata=metadata))
+    atomic_write_text(folder / "config.yaml", config_yaml)
     if manifest:
         write_manifest(folder, WEIGHT_FILES)
+    return folder
+
+
+def save_pretrained(model: torch.nn.Module, cfg: ModelConfig, path: str | Path,
+                    extra_config: dict[str, Any] | None = None) -> Path:
+    """A weights folder readable by :func:`load_pretrained`: ``model.safetensors`` + ``config.yaml`` (the ``model:``
+    section + ``extra_config``)."""
+    doc = {"model": asdict(cfg), **{k: v for k, v in (extra_config or {}).items() if k != "model"}}
+    return save_weights(model, yaml.safe_dump(doc, sort_keys=False), path)
+
+
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> LEARNModel:
+    """Load a weights folder (``model.safetensors`` + ``config.yaml``); other config sections are ignored.
+
+    The config is available as ``model.cfg``. Returned in eval mode (like transformers' ``from_pretrained``):
+    call ``.train()`` before training.
+    """
+    path = Path(path)
+    cfg_path, weights = path / "config.yaml", path / "model.safetensors"
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise DataError(p, "file not found (a checkpoint folder holds model.safetensors + config.yaml)")
+    try:
+        doc = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise DataError(cfg_path, f"malformed YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or "model" not in doc:
+        raise DataError(cfg_path, "no 'model:' section")
+    section = doc["model"]
+    if not isinstance(section, dict):
+        raise DataError(cfg_path, "the 'model' section is not a mapping")
+    unknown = sorted(set(section) - {f.name for f in fields(ModelConfig)})
+    if unknown:
+        raise DataError(cfg_path, f"unknown model config keys: {', '.join(unknown)}")
+    cfg = ModelConfig(**section)
+    cfg.validate()
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as e:
+        raise DataError(weights, f"unreadable safetensors file ({e})") from None
+    model = LEARNModel(cfg)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise DataError(weights, f"weights do not match config.yaml: {str(e).strip().splitlines()[-1].strip()}") \
+            from None
+    if missing or unexpected:
+        raise DataError(weights, f"weights do not match config.yaml: missing {missing[:3]}, unexpected "
+                                 f"{unexpected[:3]}")
+    return model.to(map_location).eval()
 
 
 def write_manifest(folder: Path, names: tuple[str, ...]) -> None:

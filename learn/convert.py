@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from learn.checkpoint import save_pretrained
 from learn.errors import ArgumentParser, DataError, LearnError
 from learn.io import atomic_dir
-from learn.model import LEARNModel, ModelConfig, save_pretrained
+from learn.model import LEARNModel, ModelConfig
 
 _LAYER = re.compile(r"summary_encoder\.layer\.(\d+)\.(.+)")
 # their per-layer names (minus .weight/.bias) -> ours

@@ -89,8 +89,7 @@ def _run_max_history(weights: Path, default: int = 40) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from learn.checkpoint import check_model_store, resolve_weights, verify_weights
-    from learn.model import load_pretrained
+    from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights
 
     p = ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint step folder or model folder")

@@ -7,19 +7,14 @@ loads our checkpoint folders (``model.safetensors`` + ``config.yaml`` with a ``m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from learn.errors import DataError, LearnError
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.yaml"
+from learn.errors import LearnError
 
 
 @dataclass
@@ -359,86 +354,3 @@ class LEARNModel(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor, item_ids: Tensor | None = None) -> Tensor:
         return self.encode_sequence(x, mask, item_ids)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
-    while True:
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def config_from_dict(section: dict[str, Any], source: str | Path = "config") -> ModelConfig:
-    """ModelConfig from a ``model:`` mapping; unknown keys are an error (they would be silently ignored)."""
-    if not isinstance(section, dict):
-        raise DataError(source, "the 'model' section is not a mapping")
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise DataError(source, f"unknown model config keys: {', '.join(unknown)}")
-    cfg = ModelConfig(**section)
-    cfg.validate()
-    return cfg
-
-
-def save_pretrained(model: nn.Module, cfg: ModelConfig, path: str | Path,
-                    extra_config: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` (our state dict) and ``config.yaml`` (``model:`` section + ``extra_config``).
-
-    Each file is written atomically into ``path`` (created if needed); wrap the call in
-    :func:`learn.io.atomic_dir` to make a whole checkpoint folder appear at once.
-    """
-    import yaml
-    from safetensors.torch import save
-
-    from learn.io import atomic_write_bytes, atomic_write_text
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
-    atomic_write_bytes(path / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
-    doc = {"model": asdict(cfg), **{k: v for k, v in (extra_config or {}).items() if k != "model"}}
-    atomic_write_text(path / CONFIG_NAME, yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> LEARNModel:
-    """Load a checkpoint folder (``model.safetensors`` + ``config.yaml``); other config sections are ignored.
-
-    The config is available as ``model.cfg``. Returned in eval mode (like transformers' ``from_pretrained``):
-    call ``.train()`` before training.
-    """
-    import yaml
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    cfg_path, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
-    for p in (cfg_path, weights):
-        if not p.is_file():
-            raise DataError(p, "file not found (a checkpoint folder holds model.safetensors + config.yaml)")
-    try:
-        doc = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise DataError(cfg_path, f"malformed YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(doc, dict) or "model" not in doc:
-        raise DataError(cfg_path, "no 'model:' section")
-    cfg = config_from_dict(doc["model"], cfg_path)
-    try:
-        state = load_file(weights)
-    except (SafetensorError, OSError) as e:
-        raise DataError(weights, f"unreadable safetensors file ({e})") from None
-    model = LEARNModel(cfg)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatch
-        raise DataError(weights, f"weights do not match config.yaml: {str(e).strip().splitlines()[-1].strip()}") \
-            from None
-    if missing or unexpected:
-        raise DataError(weights, f"weights do not match config.yaml: missing {missing[:3]}, unexpected "
-                                 f"{unexpected[:3]}")
-    return model.to(map_location).eval()

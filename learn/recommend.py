@@ -103,10 +103,9 @@ def _weights_folder(weights: Path) -> Path:
 def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device: str = "auto",
                    max_history: int | None = None, new_items: bool = True) -> Inference:
     """Load a checkpoint (as ``learn eval``), the dataset and the store; candidates = catalogue + new store items."""
-    from learn.checkpoint import check_model_store, resolve_weights, verify_weights
+    from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights
     from learn.distributed import pick_device
     from learn.evaluate import _run_max_history, load_eval_data
-    from learn.model import load_pretrained
 
     dev = pick_device(device)
     weights = resolve_weights(ckpt)

@@ -12,9 +12,9 @@ from torch import nn
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertEncoder
 
+from learn.checkpoint import load_pretrained
 from learn.convert import convert_official, main
 from learn.errors import DataError, LearnError
-from learn.model import load_pretrained
 from tests.conftest import run_cli
 
 IN, HID, LAYERS, HEADS, FFN, OUT = 20, 32, 2, 4, 48, 24

@@ -8,8 +8,9 @@ import pytest
 import torch
 import yaml
 
+from learn.checkpoint import load_pretrained, save_pretrained
 from learn.errors import DataError, LearnError
-from learn.model import LEARNModel, ModelConfig, load_pretrained, save_pretrained
+from learn.model import LEARNModel, ModelConfig
 
 D = 16
 

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from learn.errors import ArgumentParser, LearnError
 from learn.io import atomic_write_json
-from learn.metrics import full_ranks, metrics_from_ranks, parse_ks, results_table
+from learn.metrics import full_ranks, metrics_from_ranks, parse_ks
+from learn.published import results_table
 
 USER_MODES = ("last", "mean", "recency")
 

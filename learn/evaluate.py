@@ -15,7 +15,8 @@ import torch
 from learn.data.samples import eval_users
 from learn.errors import ArgumentParser, LearnError
 from learn.io import atomic_write_json, atomic_write_text
-from learn.metrics import cold_start_mask, full_ranks, metrics_from_ranks, results_table
+from learn.metrics import cold_start_mask, full_ranks, metrics_from_ranks
+from learn.published import results_table
 
 
 @dataclass

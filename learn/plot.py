@@ -144,7 +144,7 @@ def plot_curves(curves: list[Curves], out: str | Path, metric: str = "ndcg@10") 
 def results_chart(metrics: dict, dataset: str, out: str | Path, model: str = "LEARN (ours)",
                   published: dict | None = None, source_format: str | None = None) -> Path:
     """Grouped bars: our ``metrics`` (as in metrics.json's test split) beside the published numbers for ``dataset``."""
-    from learn.metrics import _METRIC_ORDER, PUBLISHED, _find_published, _metric_label
+    from learn.published import _METRIC_ORDER, PUBLISHED, _find_published, _metric_label
 
     published = PUBLISHED if published is None else published
     key = _find_published(dataset, published, source_format)

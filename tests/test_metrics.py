@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import learn.metrics as M
-from learn.metrics import PUBLISHED, cold_start_mask, full_ranks, metrics_from_ranks, results_table
+from learn.metrics import cold_start_mask, full_ranks, metrics_from_ranks
+from learn.published import PUBLISHED, results_table
 
 
 def dense_ranks(users, items, targets, history=None):
@@ -204,7 +205,7 @@ def test_parse_ks():
 
 
 def test_published_numbers_follow_the_dataset_lineage():
-    from learn.metrics import results_table
+    from learn.published import results_table
 
     row = {"dataset": "Office", "model": "ours", "ndcg@10": 0.05, "recall@10": 0.1}
     assert "RecFormer (published)" in results_table([row])  # lineage unknown: matched by name as before

@@ -2,13 +2,15 @@
 # Finetune LEARN on one downstream dataset (default Office): dataset=Scientific bash run_finetune.sh
 #   or  bash run_finetune.sh Scientific train.epochs=50      (first argument without '=' picks the dataset)
 # DATA_ROOT (default amazon_2018/finetune_data) holds <dataset>/ and <dataset>_baichuan_lmdb/.
+# Config: CONFIG, else configs/finetune_amazon_<dataset in lower case>.yaml when it exists (per-dataset settings, e.g.
+# Scientific's lr 1e-5), else configs/finetune_amazon.yaml.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 source scripts/launch.sh
 dataset=${dataset:-Office}
 if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then dataset=$1; shift; fi
 root=${DATA_ROOT:-amazon_2018/finetune_data}
-lr=2e-5; [ "$dataset" = "Scientific" ] && lr=1e-5   # the paper's launcher: 1e-5 for Scientific
-launch finetune "${CONFIG:-configs/finetune_amazon.yaml}" \
-  data.dataset="$root/$dataset" data.store="$root/${dataset}_baichuan_lmdb" log.run_name="finetune-$dataset" \
-  train.lr=$lr "$@"
+config=configs/finetune_amazon_${dataset,,}.yaml
+[ -f "$config" ] || config=configs/finetune_amazon.yaml
+launch finetune "${CONFIG:-$config}" \
+  data.dataset="$root/$dataset" data.store="$root/${dataset}_baichuan_lmdb" log.run_name="finetune-$dataset" "$@"

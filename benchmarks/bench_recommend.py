@@ -78,7 +78,8 @@ def synthetic_run(root: Path, n_users: int, n_items: int, dim: int = 384, seed: 
 
 def end_to_end(label: str, n_users: int, n_items: int) -> list[dict]:
     from learn.checkpoint import load_pretrained
-    from learn.evaluate import evaluate_split, load_eval_data
+    from learn.data.bundle import load_bundle as load_eval_data
+    from learn.evaluate import evaluate_split
     from learn.recommend import main as recommend_main
 
     rows = []

@@ -1,23 +1,26 @@
 """Typed run configuration: dataclasses loaded from YAML, ``key=value`` overrides, unknown keys refused.
 
 A run config has five sections, ``model``, ``data``, ``train``, ``log`` and ``ckpt``; overrides use dotted paths
-(``train.lr=1e-4``) and values are parsed as YAML scalars (``true``, ``3``, ``1e-4``, ``[10, 50]``). The resolved
-config is written beside every run as ``config.yaml``.
+(``train.lr=1e-4``) and values are parsed as YAML scalars (``true``, ``3``, ``1e-4``, ``[10, 50]``). A config file may
+start from another one (top-level ``extends: base.yaml``, relative to it). Options with a fixed set of values are
+``Literal`` types, refused when anything else is given. The resolved config is written beside every run as
+``config.yaml``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from learn.data.samples import SAMPLINGS
+from learn.data.samples import Sampling
 from learn.errors import LearnError
 from learn.model import ModelConfig
 
@@ -29,10 +32,10 @@ class DataConfig:
     pretrain_corpus: str = ""  # RecFormer-format pretraining corpus folder (pretrain stage)
     pretrain_store: str = ""  # item store for the pretraining corpus (defaults to `store`)
     max_history: int = 40  # history items fed to the user tower (last ones kept)
-    min_seq_len: int = 5  # pretraining / finetune training sequences outside [min, max] are dropped
+    min_seq_len: int = 5  # pretrain only: corpus sequences outside [min_seq_len, max_seq_len] items are dropped
     max_seq_len: int = 40
-    finetune_min_len: int = 2  # finetune: train users need at least this many train items (paper: 5)
-    finetune_max_len: int = 0  # 0 = no upper bound (paper: 40, longer users dropped from training)
+    finetune_min_len: int = 2  # finetune only: train sequences shorter than this (at least 2) are dropped (paper: 5)
+    finetune_max_len: int = 0  # finetune only: longer train sequences are dropped; 0 = no bound (paper: 40)
     num_workers: int = 0  # DataLoader workers (each opens the LMDB lazily)
     preload_store: bool = True  # read every needed item vector into RAM once (fast for catalogues that fit)
     stream_corpus: bool = True  # pretrain: read sequences per sample from a flat file built once (needs smap.json)
@@ -40,7 +43,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    stage: str = "finetune"  # pretrain | finetune
+    stage: Literal["pretrain", "finetune"] = "finetune"
     seed: int = 123
     epochs: int = 30
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
@@ -50,18 +53,19 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
-    warmup_steps: int = -1  # -1: use warmup_epochs
-    warmup_epochs: float = 0.0
+    warmup: str = "0"  # linear warm-up before the cosine decay: N optimizer steps (20) or epochs ("1 epoch")
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     clip_grad: float = 0.0  # 0 = off
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (GradScaler)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU; fp16: GradScaler
     compile: bool = False
-    device: str = "auto"  # auto | cpu | cuda
-    loss: str = "auto"  # auto (infonce for pretrain, softmax for finetune) | infonce | dense | softmax
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto (infonce for pretrain, softmax for finetune) or a name in learn.train.LOSSES (infonce, dense, softmax)
+    loss: str = "auto"
     # random: one split point per sequence and epoch | all_prefixes: every split point | windows: consecutive
     # max_history windows from the end, every item a target once per epoch (needs loss_positions=all)
-    sampling: str = "random"
-    loss_positions: str = "all"  # target: the sampled split point only (paper code) | all: next item at every position
+    sampling: Sampling = "random"
+    # target: the loss at the sampled split point only (paper code) | all: the next item at every position
+    loss_positions: Literal["target", "all"] = "all"
     scale: float = 20.0  # logit scale = 1 / temperature
     mask_history: bool = False  # finetune: mask the user's history items in the softmax
     item_dropout: bool = True  # false: the items a loss scores against are encoded without dropout (user side keeps it)
@@ -70,7 +74,7 @@ class TrainConfig:
     catalogue_chunk: int = 8192  # finetune: items re-encoded per chunk (activation checkpointing per chunk)
     eval_every: int = 1  # epochs between validations (0 = never)
     eval_batch_size: int = 256
-    eval_metric: str = "ndcg@10"
+    eval_metric: str = "ndcg@10"  # one of EVAL_METRICS
     patience: int = 0  # early stopping: validations without improvement (0 = off)
     init_from: str = ""  # weights-only start (e.g. a pretraining checkpoint folder)
     # true: start even when some tower tensors of init_from do not fit (ID tables / item biases may always differ)
@@ -78,6 +82,14 @@ class TrainConfig:
     # exponential moving average of the weights, updated every optimizer step (0 = off); when on, validation, the
     # best checkpoint and the test read the averaged weights
     ema_decay: float = 0.0
+
+    def warmup_steps(self, steps_per_epoch: int) -> int:
+        """``warmup`` in optimizer steps: ``N`` steps, or ``X epoch(s)`` = int(X * steps_per_epoch)."""
+        found = re.fullmatch(r"\s*(\d+)\s*|\s*(\d+(?:\.\d*)?|\.\d+)\s*epochs?\s*", self.warmup)
+        if found is None:
+            raise LearnError(f"config train.warmup: expected optimizer steps (20) or epochs (1 epoch), "
+                             f"got {self.warmup!r}")
+        return int(found[1]) if found[1] is not None else int(float(found[2]) * steps_per_epoch)
 
 
 @dataclass
@@ -99,7 +111,7 @@ class CkptConfig:
     resume: str = "auto"  # auto: newest complete checkpoint of this run | none | path to a step folder
     # the run folder already holds a run with another config: refuse (list the keys) | fresh (move it aside to
     # <name>.old-<time>, start anew) | accept (resume; only keys that cannot change what was learnt may differ)
-    on_mismatch: str = "refuse"
+    on_mismatch: Literal["refuse", "fresh", "accept"] = "refuse"
 
 
 @dataclass
@@ -133,6 +145,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         return [_coerce(v, inner, where) for v in value]
     if typ is Any:
         return value
+    if origin is Literal:
+        choices = typing.get_args(typ)
+        if value not in choices:
+            raise LearnError(f"config {where}: expected one of {'|'.join(choices)}, got {value!r}")
+        return value
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -159,6 +176,14 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             return str(value)
         raise LearnError(f"config {where}: expected a string, got {value!r}")
     return value
+
+
+def check_choices(obj: Any, prefix: str = "") -> None:
+    """Refuse a field of a config dataclass built without :func:`load_config` whose value is not one of its choices."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        if typing.get_origin(hints[f.name]) is Literal:
+            _coerce(getattr(obj, f.name), hints[f.name], f"{prefix}{f.name}")
 
 
 def _apply(obj: Any, mapping: dict[str, Any], prefix: str = "") -> None:
@@ -189,20 +214,29 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _apply_file(cfg: RunConfig, path: Path, chain: tuple[Path, ...] = ()) -> None:
+    """Apply a YAML config file; its optional top-level ``extends: other.yaml`` (relative to it) is applied first."""
+    if not path.exists():
+        raise LearnError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise LearnError(f"{path}: malformed YAML ({e.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise LearnError(f"{path}: expected a mapping at the top level")
+    base = data.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str) or path.resolve() in chain:
+            raise LearnError(f"{path}: extends must name one other config file, without cycles (got {base!r})")
+        _apply_file(cfg, path.parent / base, (*chain, path.resolve()))
+    _apply(cfg, data)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Load a YAML config (optional) then apply ``key=value`` overrides; validate."""
+    """Load a YAML config (optional, with what it ``extends``) then apply ``key=value`` overrides; validate."""
     cfg = RunConfig()
     if path:
-        path = Path(path)
-        if not path.exists():
-            raise LearnError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise LearnError(f"{path}: malformed YAML ({e.__class__.__name__})") from None
-        if not isinstance(data, dict):
-            raise LearnError(f"{path}: expected a mapping at the top level")
-        _apply(cfg, data)
+        _apply_file(cfg, Path(path))
     for text in overrides:
         keys, value = parse_override(text)
         nested: Any = value
@@ -231,26 +265,18 @@ def _non_finite(obj: Any, prefix: str = "") -> list[str]:
     return bad
 
 
-MISMATCH_MODES = ("refuse", "fresh", "accept")  # ckpt.on_mismatch
-
-
 def validate(cfg: RunConfig) -> None:
     """Refuse a config that cannot work (one line naming the key), before any data is loaded."""
     t, m = cfg.train, cfg.model
     bad = _non_finite(cfg)
     if bad:
         raise LearnError(f"config: {', '.join(bad)}: numbers must be finite (not NaN/Inf)")
+    from learn.train import LOSSES  # the one list of losses: learn.train's registry (it imports this module)
+
+    if t.loss != "auto" and t.loss not in LOSSES:
+        raise LearnError(f"config train.loss: expected one of {'|'.join(['auto', *LOSSES])}, got {t.loss!r}")
+    t.warmup_steps(1)
     checks = [
-        (t.stage in ("pretrain", "finetune"), f"train.stage must be pretrain or finetune, got {t.stage!r}"),
-        (t.loss in ("auto", "infonce", "dense", "softmax"), f"train.loss: unknown {t.loss!r}"),
-        (cfg.ckpt.on_mismatch in MISMATCH_MODES, f"ckpt.on_mismatch must be one of "
-                                                 f"{', '.join(MISMATCH_MODES)}, got {cfg.ckpt.on_mismatch!r}"),
-        (
-            t.loss_positions in ("target", "all"),
-            f"train.loss_positions must be target or all, got {t.loss_positions!r}",
-        ),
-        (t.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision: unknown {t.precision!r}"),
-        (t.sampling in SAMPLINGS, f"train.sampling: unknown {t.sampling!r}"),
         (t.sampling != "windows" or t.loss_positions == "all", "train.sampling=windows needs train.loss_positions=all"),
         (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
@@ -259,8 +285,6 @@ def validate(cfg: RunConfig) -> None:
         (t.eval_metric in EVAL_METRICS, f"train.eval_metric: unknown {t.eval_metric!r} ({', '.join(EVAL_METRICS)})"),
         (t.eval_batch_size >= 1, f"train.eval_batch_size must be at least 1, got {t.eval_batch_size}"),
         (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
-        (cfg.model.position in ("none", "learned"), f"model.position: unknown {cfg.model.position!r}"),
-        (cfg.model.item_tower in ("shared", "separate"), f"model.item_tower: unknown {cfg.model.item_tower!r}"),
         (m.num_heads >= 1, f"model.num_heads must be at least 1, got {m.num_heads}"),
         (m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
          f"model.hidden_size {m.hidden_size} is not divisible by model.num_heads {m.num_heads}"),

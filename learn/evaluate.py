@@ -7,39 +7,20 @@ cold-start slice (test items never seen in any training sequence) is reported se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from learn.data.bundle import DataBundle, load_bundle
 from learn.data.samples import eval_users
-from learn.errors import ArgumentParser, LearnError
+from learn.errors import ArgumentParser
 from learn.io import atomic_write_json, atomic_write_text
 from learn.metrics import cold_start_mask, full_ranks, metrics_from_ranks
 from learn.published import results_table
 
 
-@dataclass
-class EvalData:
-    dataset: object  # learn.data.formats.SeqDataset
-    store: object  # learn.data.store.ItemStore
-    table: torch.Tensor  # [N, D] item vectors in item-index order (CPU)
-
-
-def load_eval_data(dataset_dir: str | Path, store_path: str | Path, log=print) -> EvalData:
-    from learn.data.formats import load_dataset
-    from learn.data.store import ItemStore
-
-    if not store_path:
-        raise LearnError("an item store is needed (data.store=<folder made by `python -m learn embed`>)")
-    dataset = load_dataset(dataset_dir)
-    store = ItemStore(store_path)
-    table = torch.from_numpy(store.get(dataset.item_keys))
-    return EvalData(dataset, store, table)
-
-
 @torch.no_grad()
-def encode_all(model, data: EvalData, split: str, max_history: int, batch_size: int, device: torch.device):
+def encode_all(model, data: DataBundle, split: str, max_history: int, batch_size: int, device: torch.device):
     """User embeddings of the split's users, the whole catalogue's item embeddings, targets and histories."""
     users = eval_users(data.dataset, split, max_history)
     table = data.table.to(device)
@@ -55,7 +36,7 @@ def encode_all(model, data: EvalData, split: str, max_history: int, batch_size: 
     return users, user_emb.float(), items.float()
 
 
-def evaluate_split(model, data: EvalData, split: str, max_history: int = 40, batch_size: int = 256,
+def evaluate_split(model, data: DataBundle, split: str, max_history: int = 40, batch_size: int = 256,
                    device: torch.device | str = "cpu", ks=(10, 50), mask_history: bool = False,
                    average: str = "user", average_batch: int = 64) -> dict:
     device = torch.device(device)
@@ -122,7 +103,7 @@ def main(argv: list[str]) -> int:
     model = load_pretrained(weights).to(device)
     if args.max_history is None:
         args.max_history = _run_max_history(weights)
-    data = load_eval_data(args.data, args.store)
+    data = load_bundle(args.data, args.store)
     check_model_store(model, weights, data.store, args.store)
     splits = ["val", "test"] if args.split == "both" else [args.split]
     result = {"checkpoint": str(weights), "data": args.data, "mask_history": args.mask_history,

@@ -8,6 +8,7 @@ loads our checkpoint folders (``model.safetensors`` + ``config.yaml`` with a ``m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,9 @@ class ModelConfig:
     dropout: float = 0.1  # hidden and attention-probs dropout, as bert-base
     output_dim: int = 768  # projection size (paper's Amazon launcher: 4096)
     max_len: int = 40  # max history length (for learned positions)
-    position: str = "none"  # "none" (paper code) | "learned"
-    item_tower: str = "shared"  # "shared" (same module on a length-1 sequence) | "separate" (own adaptor+encoder+proj)
+    position: Literal["none", "learned"] = "none"  # none: the paper's code
+    # shared: the user tower reads each item as a length-1 sequence (paper) | separate: own adaptor, encoder, projection
+    item_tower: Literal["shared", "separate"] = "shared"
     item_id_embedding: bool = False  # text+ID variant: learnable item-ID embedding added to the adaptor output
     # false: no text input at all (no adaptor); with item_id_embedding the towers are a SASRec-style ID model, the
     # in-trainer ID reference (item text vectors are loaded but unused)
@@ -41,9 +43,10 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise LearnError on an inconsistent config (one line, naming the field)."""
+        from learn.config import check_choices  # learn.config imports this module
+
+        check_choices(self, "model.")  # a ModelConfig read from a checkpoint's config.yaml, not through load_config
         checks = [
-            (self.position in ("none", "learned"), f"model.position: unknown {self.position!r} (none|learned)"),
-            (self.item_tower in ("shared", "separate"), f"model.item_tower: unknown {self.item_tower!r}"),
             (self.num_heads > 0 and self.hidden_size % self.num_heads == 0,
              f"model.hidden_size {self.hidden_size} is not divisible by model.num_heads {self.num_heads}"),
             (min(self.input_dim, self.hidden_size, self.ffn_size, self.output_dim) > 0, "model sizes must be > 0"),

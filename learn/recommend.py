@@ -104,8 +104,9 @@ def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device
                    max_history: int | None = None, new_items: bool = True) -> Inference:
     """Load a checkpoint (as ``learn eval``), the dataset and the store; candidates = catalogue + new store items."""
     from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights
+    from learn.data.bundle import load_bundle
     from learn.distributed import pick_device
-    from learn.evaluate import _run_max_history, load_eval_data
+    from learn.evaluate import _run_max_history
 
     dev = pick_device(device)
     weights = resolve_weights(ckpt)
@@ -114,7 +115,7 @@ def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device
     model = load_pretrained(folder).to(dev)
     if max_history is None:
         max_history = _run_max_history(weights)
-    ev = load_eval_data(data, store)
+    ev = load_bundle(data, store)
     check_model_store(model, folder, ev.store)
     keys = list(ev.dataset.item_keys)
     table = ev.table

@@ -36,10 +36,11 @@ from tqdm.auto import tqdm
 from learn import checkpoint as ckpt
 from learn import distributed as D
 from learn.config import RunConfig, load_config, parse_override, save_config
+from learn.data.bundle import item_table, load_bundle, open_store
 from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
 from learn.data.samples import Batch, Collator, SequenceSamples, lookup
 from learn.errors import ArgumentParser, LearnError
-from learn.evaluate import evaluate_split, load_eval_data
+from learn.evaluate import evaluate_split
 from learn.io import atomic_dir, atomic_write_json
 from learn.losses import dense_all_action, full_softmax, info_nce
 from learn.model import LEARNModel
@@ -338,7 +339,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         self.eval_data = None
         if cfg.data.dataset:
-            self.eval_data = load_eval_data(cfg.data.dataset, cfg.data.store, log=self.log)
+            self.eval_data = load_bundle(cfg.data.dataset, cfg.data.store)
         if t.stage == "finetune":
             if self.eval_data is None:
                 raise LearnError("finetune needs data.dataset=<prepared dataset folder> and data.store=<item store>")
@@ -347,15 +348,11 @@ class Trainer:
             seqs = [s for s in ds.train.values() if lo <= len(s) <= hi]
             self.keys, self.store, self.table = ds.item_keys, self.eval_data.store, self.eval_data.table
         else:
-            from learn.data.store import ItemStore
-
             if not cfg.data.pretrain_corpus:
                 raise LearnError("pretrain needs data.pretrain_corpus=<folder with train.json, meta_data.json>")
             seqs = self._pretrain_sequences()
-            self.store = ItemStore(cfg.data.pretrain_store or cfg.data.store)
-            self.table = None
-            if cfg.data.preload_store:
-                self.table = torch.from_numpy(self.store.get(self.keys))
+            self.store = open_store(cfg.data.pretrain_store or cfg.data.store)
+            self.table = item_table(self.store, self.keys) if cfg.data.preload_store else None
         if not len(seqs):
             raise LearnError("no training sequences left after the length filter")
         self.input_dim = self.store.dim
@@ -480,7 +477,7 @@ class Trainer:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=False)
         self.eval_model = self.ema.module if self.ema is not None else self.model
         total = t.max_steps or t.epochs * self.steps_per_epoch
-        warmup = t.warmup_steps if t.warmup_steps >= 0 else int(t.warmup_epochs * self.steps_per_epoch)
+        warmup = t.warmup_steps(self.steps_per_epoch)
         self.total_steps = total
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lambda(warmup, total, t.min_lr_ratio))
         precision = t.precision if t.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")

@@ -219,6 +219,34 @@ def test_config_errors():
         load_config(None, ["train.epochs=abc"])
     cfg = load_config(None, ["train.lr=1e-4", "train.betas=[0.9, 0.999]", "model.position=learned"])
     assert cfg.train.lr == 1e-4 and cfg.train.betas == [0.9, 0.999] and cfg.model.position == "learned"
+    # fixed sets of values (typing.Literal) are refused in one line naming the key and the choices
+    for override, needle in [
+        ("train.sampling=x", "config train.sampling: expected one of random|all_prefixes|windows, got 'x'"),
+        ("model.item_tower=both", "config model.item_tower: expected one of shared|separate, got 'both'"),
+        ("ckpt.on_mismatch=maybe", "config ckpt.on_mismatch: expected one of refuse|fresh|accept, got 'maybe'"),
+        ("train.precision=fp8", "config train.precision: expected one of auto|fp32|bf16|fp16, got 'fp8'"),
+        ("train.loss=focal", "config train.loss: expected one of auto|infonce|softmax|dense, got 'focal'"),
+        ("train.warmup=soon", "config train.warmup: expected optimizer steps (20) or epochs (1 epoch), got 'soon'"),
+    ]:
+        with pytest.raises(LearnError) as e:
+            load_config(None, [override])
+        assert str(e.value) == needle
+    t = load_config(None, ["train.warmup=1.5 epochs"]).train
+    assert t.warmup_steps(10) == 15 and load_config(None, ["train.warmup=20"]).train.warmup_steps(10) == 20
+
+
+def test_config_extends_another_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("train:\n  lr: 2.0e-5\n  epochs: 7\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain:\n  lr: 1.0e-5\n")
+    cfg = load_config(tmp_path / "child.yaml", ["train.seed=5"])
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.seed) == (1e-5, 7, 5)
+    (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
+    with pytest.raises(LearnError, match="without cycles"):
+        load_config(tmp_path / "child.yaml")
+    # run_finetune.sh's per-dataset file: the paper's lr 1e-5 for Scientific, the rest as finetune_amazon.yaml
+    sci = load_config(ROOT / "configs" / "finetune_amazon_scientific.yaml").to_dict()
+    base = load_config(ROOT / "configs" / "finetune_amazon.yaml", ["train.lr=1e-5"]).to_dict()
+    assert sci == base and sci["train"]["lr"] == 1e-5
 
 
 def test_finetune_cli_bad_input_exits_2(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class Batch:
         return Batch(**moved)
 
 
-SAMPLINGS = ("random", "all_prefixes", "windows")  # train.sampling values (see SequenceSamples)
+Sampling = Literal["random", "all_prefixes", "windows"]  # train.sampling (see SequenceSamples)
 
 
 def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -57,8 +58,8 @@ class SequenceSamples(Dataset):
     """
 
     def __init__(self, sequences: Sequence[Sequence[int]], max_history: int, mode: str = "finetune",
-                 positions: str = "all", window: int = 0, seed: int = 0, sampling: str = "random"):
-        if sampling not in SAMPLINGS:
+                 positions: str = "all", window: int = 0, seed: int = 0, sampling: Sampling = "random"):
+        if sampling not in get_args(Sampling):
             raise ValueError(f"unknown sampling {sampling!r}")
         if sampling == "windows" and positions != "all":
             raise ValueError("sampling='windows' reads a loss at every position: it needs positions='all'")

@@ -28,15 +28,14 @@ from learn.data.formats import (
     first_seen_smap,
     is_corpus,
     read_index_map,
-    read_json_strict,
     read_meta,
     read_sequences,
     read_text_pickle,
-    resolve,
 )
 from learn.data.store import DTYPES, META_KEY, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir
 from learn.data.text import item_text, template_hash
 from learn.errors import ArgumentParser, DataError, LearnError
+from learn.io import read_json, resolve
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PAPER_MODEL = "baichuan-inc/Baichuan2-7B-Base"
@@ -59,7 +58,7 @@ def load_item_texts(data: str | Path) -> tuple[dict[str, str], str]:
     texts: dict[str, str] | None = None
     source = "meta_data.json"
     if resolve(root / "item_text.json").exists():
-        texts, source = read_json_strict(root / "item_text.json"), "item_text.json"
+        texts, source = read_json(root / "item_text.json", unique_keys=True), "item_text.json"
         if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
             raise DataError(root / "item_text.json", "expected a JSON object {item key: text}")
     elif (root / "product2text.dict").exists():
@@ -105,15 +104,11 @@ def default_model_path() -> Path:
 
 
 def pick_device(device: str = "auto") -> str:
-    import torch
+    """:func:`learn.distributed.pick_device` on this rank's GPU, as a string: ``"cpu"`` or ``"cuda:<LOCAL_RANK>"``."""
+    from learn import distributed
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise LearnError("--device cuda but no CUDA device is available")
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return device
+    return str(distributed.pick_device(device, int(os.environ.get("LOCAL_RANK", 0)),
+                                       no_cuda="--device cuda but no CUDA device is available"))
 
 
 _TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}

@@ -34,15 +34,20 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+def pick_device(requested: str = "auto", local_rank: int = 0,
+                no_cuda: str = "device=cuda requested but no CUDA device is available (use train.device=cpu)",
+                ) -> torch.device:
+    """``cpu``, or the GPU ``local_rank`` for ``cuda``/``auto`` (``cuda:N`` keeps its N); ``no_cuda`` is the error
+    for ``cuda`` on a machine without one."""
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         from learn.errors import LearnError
 
-        raise LearnError("device=cuda requested but no CUDA device is available (use train.device=cpu)")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+        raise LearnError(no_cuda)
+    device = torch.device(requested) if requested.startswith("cuda:") else torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device
 
 
 def init(requested_device: str = "auto", timeout_default: float = 1800.0) -> DistInfo:

@@ -213,16 +213,39 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON (or .json.gz) file, turning a missing file or bad JSON into a one-line DataError."""
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return d
+
+
+def resolve(path: str | Path) -> Path:
+    """``path``, or ``path.gz`` when only the gzipped file exists."""
     path = Path(path)
-    if not path.exists() and path.suffix == ".json" and path.with_name(path.name + ".gz").exists():
-        path = path.with_name(path.name + ".gz")
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.exists() and gz.exists() else path
+
+
+def read_json(path: str | Path, unique_keys: bool = False) -> Any:
+    """Read a JSON file (or ``path.gz`` when only that exists); a missing file, bad JSON and, with ``unique_keys``,
+    a duplicate object key raise a one-line DataError."""
+    path = resolve(path)
     try:
         with open_maybe_gz(path) as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=_unique_pairs if unique_keys else None)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
+    except _DuplicateKey as e:
+        raise DataError(path, f"duplicate key {e.args[0]!r}") from None
     except json.JSONDecodeError as e:
         raise DataError(path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:

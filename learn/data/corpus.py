@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from learn.data.samples import SequenceSamples
-from learn.io import open_maybe_gz
+from learn.io import atomic_dir, open_maybe_gz, resolve
 
 FORMAT = 1
 _READ = 1 << 20
@@ -92,13 +91,10 @@ def build_sequence_file(train_json: str | Path, smap: Mapping[str, int], out: st
     Sequences outside ``[min_len, max_len]`` are dropped, as the trainer's length filter does. The folder is built
     next to ``out`` and renamed into place, so ``out`` is either absent or complete.
     """
-    out = Path(out)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     hi = max_len or 1 << 62
     n_seq = n_int = 0
-    with open(tmp / "items.bin", "wb") as fi, open(tmp / "offsets.bin", "wb") as fo:
+    with atomic_dir(out, overwrite=True) as tmp, open(tmp / "items.bin", "wb") as fi, \
+            open(tmp / "offsets.bin", "wb") as fo:
         fo.write(np.zeros(1, dtype="<i8").tobytes())
         ids: list[int] = []
         lens: list[int] = []
@@ -117,20 +113,16 @@ def build_sequence_file(train_json: str | Path, smap: Mapping[str, int], out: st
             try:
                 ids.extend(smap[k] for k in seq)
             except KeyError as e:
-                shutil.rmtree(tmp, ignore_errors=True)
                 raise KeyError(f"{train_json}: sequence {n_seq}: item {e.args[0]!r} is not in smap") from None
             lens.append(len(seq))
             n_seq += 1
             if len(lens) >= batch:
                 flush()
         flush()
-    meta = {"format": FORMAT, "sequences": n_seq, "interactions": n_int, "items": len(smap), "min_len": min_len,
-            "max_len": max_len, "source": str(train_json)}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+        meta = {"format": FORMAT, "sequences": n_seq, "interactions": n_int, "items": len(smap), "min_len": min_len,
+                "max_len": max_len, "source": str(train_json)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return Path(out)
 
 
 class SequenceFile:
@@ -192,9 +184,7 @@ def open_sequence_file(corpus_dir: str | Path, smap: Mapping[str, int], min_len:
     ``cache`` defaults to ``corpus_dir/train.seq-<min>-<max>``; it is rebuilt when its meta disagrees.
     """
     corpus_dir = Path(corpus_dir)
-    src = corpus_dir / "train.json"
-    if not src.exists() and (corpus_dir / "train.json.gz").exists():
-        src = corpus_dir / "train.json.gz"
+    src = resolve(corpus_dir / "train.json")
     folder = Path(cache) if cache else corpus_dir / f"train.seq-{min_len}-{max_len or 'inf'}"
     try:
         sf = SequenceFile(folder)

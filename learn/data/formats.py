@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from learn.data.text import item_text
 from learn.errors import DataError
-from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json, dir_mode, open_maybe_gz
+from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json, dir_mode, open_maybe_gz, read_json, resolve
 
 log = logging.getLogger(__name__)
 
@@ -50,46 +50,6 @@ def progress(it: Iterable, desc: str, total: int | None = None) -> Iterable:
 
 
 # ----------------------------------------------------------------------------------------------- reading helpers
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise _DuplicateKey(k)
-            seen.add(k)
-    return d
-
-
-def resolve(path: str | Path) -> Path:
-    """``path``, or ``path.gz`` when only the gzipped file exists."""
-    path = Path(path)
-    gz = path.with_name(path.name + ".gz")
-    return gz if not path.exists() and gz.exists() else path
-
-
-def read_json_strict(path: str | Path) -> Any:
-    """Read JSON (or ``.json.gz``); duplicate object keys, bad JSON and missing files raise a one-line DataError."""
-    path = resolve(path)
-    try:
-        with open_maybe_gz(path) as f:
-            return json.load(f, object_pairs_hook=_unique_pairs)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except _DuplicateKey as e:
-        raise DataError(path, f"duplicate key {e.args[0]!r}") from None
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e.reason})") from None
-    except (OSError, EOFError) as e:
-        raise DataError(path, f"cannot read: {getattr(e, 'strerror', None) or e}") from None
-
-
 class _BuiltinsOnly(pickle.Unpickler):
     """Unpickler that can rebuild plain dicts of strings and nothing else (no code can run)."""
 
@@ -135,7 +95,7 @@ def _is_int(x: Any) -> bool:
 
 def read_split(path: Path) -> dict[str, list[int]]:
     """Read one ``{"<user idx>": [item idx, ...]}`` split file."""
-    obj = _expect(path, read_json_strict(path), dict, 'a JSON object {"<user>": [item ids]}')
+    obj = _expect(path, read_json(path, unique_keys=True), dict, 'a JSON object {"<user>": [item ids]}')
     for user, seq in obj.items():
         if not isinstance(seq, list) or not all(map(_is_int, seq)):
             raise DataError(path, f"user {user!r}: expected a list of integer item ids, got {str(seq)[:60]}")
@@ -144,7 +104,7 @@ def read_split(path: Path) -> dict[str, list[int]]:
 
 def read_index_map(path: Path, what: str) -> dict[str, int]:
     """Read ``smap.json``/``umap.json`` ({key: int}); two keys with the same index are an error."""
-    obj = _expect(path, read_json_strict(path), dict, f"a JSON object {{{what} key: index}}")
+    obj = _expect(path, read_json(path, unique_keys=True), dict, f"a JSON object {{{what} key: index}}")
     owner: dict[int, str] = {}
     for key, idx in obj.items():
         if not _is_int(idx) or idx < 0:
@@ -156,7 +116,7 @@ def read_index_map(path: Path, what: str) -> dict[str, int]:
 
 
 def read_meta(path: Path) -> dict[str, dict]:
-    obj = _expect(path, read_json_strict(path), dict, "a JSON object {item key: {title, brand, category}}")
+    obj = _expect(path, read_json(path, unique_keys=True), dict, "a JSON object {item key: {title, brand, category}}")
     for key, entry in obj.items():
         if not isinstance(entry, dict):
             raise DataError(path, f"item {key!r}: expected an object of fields, got {_type_name(entry)}")
@@ -289,7 +249,7 @@ def validate_dataset(ds: SeqDataset) -> list[str]:
 def read_item_texts(root: Path) -> dict[str, str] | None:
     if (root / "item_text.json").exists():
         path = root / "item_text.json"
-        return _check_text_map(path, read_json_strict(path))
+        return _check_text_map(path, read_json(path, unique_keys=True))
     if (root / "product2text.dict").exists():
         return read_text_pickle(root / "product2text.dict")
     return None
@@ -427,7 +387,7 @@ class PretrainCorpus:
 
 
 def read_sequences(path: Path) -> list[list[str]]:
-    obj = _expect(path, read_json_strict(path), list, "a JSON list of item-key lists")
+    obj = _expect(path, read_json(path, unique_keys=True), list, "a JSON list of item-key lists")
 
     def good(seq: Any) -> bool:
         return isinstance(seq, list) and all(isinstance(k, str) and k for k in seq)

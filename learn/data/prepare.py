@@ -24,7 +24,6 @@ from learn.data.formats import (
     load_dataset,
     progress,
     read_item_texts,
-    read_json_strict,
     read_meta,
     read_sequences,
     validate_corpus,
@@ -33,7 +32,7 @@ from learn.data.formats import (
     write_pretrain_corpus,
 )
 from learn.errors import ArgumentParser, DataError, LearnError
-from learn.io import atomic_write_json, check_output_dir
+from learn.io import atomic_write_json, check_output_dir, read_json
 
 FORMATS = ("recformer", "recbole", "unisrec", "lcrec", "ml-100k", "recformer-pretrain", "mix")
 ASIN = re.compile(r"[0-9A-Z]{10}")
@@ -264,13 +263,13 @@ def from_lcrec(src: Path, name: str | None) -> tuple[SeqDataset, list[str]]:
     folder = _folder(src)
     name = _one(folder, ".inter.json", name)
     inter_path, item_path = folder / f"{name}.inter.json", folder / f"{name}.item.json"
-    inter = read_json_strict(inter_path)
+    inter = read_json(inter_path, unique_keys=True)
     if not isinstance(inter, dict):
         raise DataError(inter_path, "expected a JSON object {user: [item index, ...]}")
     for user, seq in inter.items():
         if not isinstance(seq, list) or not all(type(i) is int and i >= 0 for i in seq):
             raise DataError(inter_path, f"user {user!r}: expected a list of non-negative item indices")
-    items = read_json_strict(item_path)
+    items = read_json(item_path, unique_keys=True)
     if not isinstance(items, dict) or not all(isinstance(v, dict) for v in items.values()):
         raise DataError(item_path, "expected a JSON object {item index: {title, description, brand, categories}}")
     sequences = {u: [str(i) for i in seq] for u, seq in inter.items()}

@@ -10,8 +10,8 @@
 # Without a CUDA device it stops at once with one line on stderr and exit status 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || PY=python3
+PYTHON=${PY:-${PYTHON:-}}  # PY (or PYTHON) picks the interpreter
+source scripts/python.sh
 dry=0
 for arg in "$@"; do [ "$arg" = "--dry-run" ] && dry=1; done
 if [ "$dry" = 0 ] && ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then

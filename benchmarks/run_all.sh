@@ -10,8 +10,8 @@
 # The exit status is 1 if any benchmark failed.
 set -u
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || PY=python3
+PYTHON=${PY:-${PYTHON:-}}  # PY (or PYTHON) picks the interpreter
+source scripts/python.sh
 SHARED=${SHARED:-../shared/data}
 ALL=(embed store rank train scale)
 WANT=("$@")

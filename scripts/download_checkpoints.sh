@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 what=${1:-all}
 ROOT=${2:-${LEARN_DOWNLOADS:-data/downloads}}
-PY=${PYTHON:-}; if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+source scripts/python.sh
 
 # ---------------------------------------------------------------------------------------------------------------
 # Every source in one place: name | source | target folder | expected size | sha256

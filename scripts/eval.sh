@@ -9,5 +9,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ckpt=$1 data=${2%/}; shift 2
 store="${data}_baichuan_lmdb"
 if [ $# -gt 0 ] && [[ "$1" != --* ]]; then store=$1; shift; fi
-PY=${PYTHON:-}; if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+source scripts/python.sh
 exec "$PY" -m learn eval --ckpt "$ckpt" --data "$data" --store "$store" "$@"

@@ -6,8 +6,7 @@
 #   LEARN_DIST_TIMEOUT   seconds a collective waits for a silent peer (default 1800)
 # torchrun runs under `python -m learn.launch`, which passes its output through but replaces torchrun's
 # failure traceback with one line at the end: the worker's `error:` line (exit code 2 for bad input, as the CLI).
-PY=${PYTHON:-}
-if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
 launch() {
   local stage=$1 config=$2; shift 2
   local nproc=${NPROC:-$("$PY" -c "import torch; print(max(1, torch.cuda.device_count()))")}

@@ -43,7 +43,7 @@ $PY - "$OUT/metrics.json" <<'PYEOF'
 import json, sys
 t = json.load(open(sys.argv[1]))["test"]
 print(f"  LEARN, this demo run           NDCG@10 {t['ndcg@10']:.4f}  Recall@10 {t['recall@10']:.4f}")
-print("  RecBole SASRec, recorded       NDCG@10 0.0670  Recall@10 0.1442  (shared/docs/BASELINES.md; RecBole's own")
+print("  RecBole SASRec, recorded       NDCG@10 0.0670  Recall@10 0.1442  (benchmarks/quality.md; RecBole's own")
 print("                                 split, which orders near-simultaneous ratings differently for 37 test users)")
 PYEOF
 echo; echo "results: $OUT/results.md, $OUT/metrics.json; charts: $OUT/results.png, $OUT/curves.png"

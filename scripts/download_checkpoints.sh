@@ -16,7 +16,7 @@ source scripts/python.sh
 # length is). Fill in a sha256 once a download is known to be good and `learn download` will check it.
 #
 # checkpoints: the LEARN README's "checkpoints" Drive folder (a LEARN checkpoint and item embeddings for
-#              Instruments, per LEARN_SPEC.md section 4).
+#              Instruments; LEARN README, github.com/adxcreative/LEARN @ 2fc1404).
 # pretrain:    RecFormer's processed pretraining data (RecFormer README: "download the processed data from here").
 # finetune:    RecFormer's processed finetuning data, all six downstream datasets (RecFormer README).
 # NOTE: the LEARN README labels these two ids the other way round ("pretrain data" -> 123AH..., "finetuning data"

@@ -1,9 +1,10 @@
 """Check that a canonical dataset has exactly the split RecBole itself makes from atomic files (LS valid_and_test).
 
-RecBole (benchmarks/baselines/.venv) loads NAME.inter from an atomic-file folder with the settings of
-BASELINES.md (all interactions, no filtering, chronological order ``TO``, ``LS: valid_and_test``, histories cut to
-MAX_ITEM_LIST_LENGTH) and builds its augmented train/valid/test rows. The canonical folder is exported to rows with
-export_recbole.build_rows. Both sides are compared as (raw user id, raw item-id history, raw target) rows.
+RecBole (benchmarks/baselines/.venv) loads NAME.inter from an atomic-file folder with the settings of the reference
+run (configs/ml-100k.yaml; all interactions, no filtering, chronological order ``TO``, ``LS: valid_and_test``,
+histories cut to MAX_ITEM_LIST_LENGTH) and builds its augmented train/valid/test rows. The canonical folder is
+exported to rows with export_recbole.build_rows. Both sides are compared as (raw user id, raw item-id history,
+raw target) rows.
 
 RecBole does not sort by the exact timestamp: for ml-100k (``normalize_all: True`` in its dataset preset) it sorts
 by float32((t - min) / (max - min)), about 1.1-second steps over ml-100k's 215 days, and orders equal keys by

@@ -3,7 +3,7 @@
 #
 # Usage: bash benchmarks/baselines/run_all.sh [RUN ...]     RUN = dataset:model, default: the list below.
 # Datasets: scientific_unisrec (prepare --from unisrec), ml100k (prepare --from ml-100k) and ml100k_recbole_order
-# (ml100k with RecBole's own tie order, i.e. exactly the split of the BASELINES.md reference run) and ml1m
+# (ml100k with RecBole's own tie order, i.e. exactly the split of the reference run in benchmarks/quality.md) and ml1m
 # (prepare --from recformer ../shared/data/movielens_1m; not in the default list: an estimated ~20 hours on 2 CPU cores).
 # Logs: benchmarks/out/baselines/logs/<dataset>_<model>.log; results: benchmarks/baselines/results/*.json and
 # a row each in benchmarks/baselines/RESULTS.md. Needs the project's .venv (prepare) and setup.sh's venv (RecBole).

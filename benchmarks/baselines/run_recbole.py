@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-# Both work-arounds apply to this baseline process only (BASELINES.md): torch>=2.6 defaults torch.load to
+# Both work-arounds apply to this baseline process only: torch>=2.6 defaults torch.load to
 # weights_only=True, which cannot load RecBole's checkpoint (it pickles the config), and RecBole touches np.float.
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -68,7 +68,7 @@ def _round(result: dict | None) -> dict[str, float] | None:
 
 
 def our_metrics(trainer, eval_data, ks: tuple[int, ...] = (10, 50)) -> dict[str, float]:
-    """Our evaluator's semantics (LEARN_SPEC section 4) on RecBole's scores of the loaded model.
+    """Our evaluator's semantics (docs/eval.md) on RecBole's scores of the loaded model.
 
     rank = number of items scoring strictly higher than the target (ties favour the target; RecBole's padding id 0
     is excluded), NDCG@k = 1/log2(rank+2) if rank < k, Recall@k = [rank < k], MRR = 1/(rank+1) with no cut-off;

@@ -58,7 +58,7 @@ class TrainConfig:
     clip_grad: float = 0.0  # 0 = off
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU; fp16: GradScaler
     compile: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (a string, not a Literal: N is free)
     # auto (infonce for pretrain, softmax for finetune) or a name in learn.train.LOSSES (infonce, dense, softmax)
     loss: str = "auto"
     # random: one split point per sequence and epoch | all_prefixes: every split point | windows: consecutive
@@ -277,6 +277,8 @@ def validate(cfg: RunConfig) -> None:
         raise LearnError(f"config train.loss: expected one of {'|'.join(['auto', *LOSSES])}, got {t.loss!r}")
     t.warmup_steps(1)
     checks = [
+        (re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device),
+         f"train.device: expected auto|cpu|cuda|cuda:N, got {t.device!r}"),
         (t.sampling != "windows" or t.loss_positions == "all", "train.sampling=windows needs train.loss_positions=all"),
         (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),

@@ -226,6 +226,7 @@ def test_config_errors():
         ("ckpt.on_mismatch=maybe", "config ckpt.on_mismatch: expected one of refuse|fresh|accept, got 'maybe'"),
         ("train.precision=fp8", "config train.precision: expected one of auto|fp32|bf16|fp16, got 'fp8'"),
         ("train.loss=focal", "config train.loss: expected one of auto|infonce|softmax|dense, got 'focal'"),
+        ("train.device=tpu", "config: train.device: expected auto|cpu|cuda|cuda:N, got 'tpu'"),
         ("train.warmup=soon", "config train.warmup: expected optimizer steps (20) or epochs (1 epoch), got 'soon'"),
     ]:
         with pytest.raises(LearnError) as e:

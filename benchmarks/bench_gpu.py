@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+import common  # noqa: E402
 from common import machine, machine_line, write_result  # noqa: E402
 
 NO_CUDA = ("bench_gpu: no CUDA device visible to torch (torch.cuda.is_available() is False); "
@@ -64,15 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_config(name: str, tiny: bool):
-    import yaml
-
-    from learn.model import ModelConfig
-
-    cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())["model"]
-    cfg = {k: v for k, v in cfg.items() if k in ModelConfig.__dataclass_fields__}
-    if tiny:
-        cfg.update(TINY_MODEL)
-    return ModelConfig(**cfg)
+    return common.model_config(name, **(TINY_MODEL if tiny else {}))
 
 
 def pretrain_batch(batch: int, dim: int, device, gen, n_ids: int = 1 << 20):

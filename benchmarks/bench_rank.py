@@ -9,7 +9,7 @@ For each case ``users x items x dim`` (random fp32 vectors, random targets) it t
   a running count per chunk, so only ~16 MiB of scores exist at once whatever the catalogue size);
 - the same blocked GEMMs alone (``blocked_gemm_s``): what ranking costs beyond the matmuls;
 - the matmul bound: ``2 * users * items * dim`` flops at the peak fp32 GEMM rate measured in this run on a large
-  square matmul (``peak_gflops``). ``bound_share`` = bound time / full_ranks time (the issue's target is >= 50 %).
+  square matmul (``common.gemm_peak``). ``bound_share`` = bound time / full_ranks time (the issue's target is >= 50 %).
 
 Each is timed at 1 thread and at torch's default thread count (``--threads`` to choose), the peak at the same count.
 
@@ -33,7 +33,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from common import MiB, add_child_args, best, machine, machine_line, peak_rss, write_result  # noqa: E402
+from common import MiB, add_child_args, best, gemm_peak, machine, machine_line, peak_rss, write_result  # noqa: E402
 
 from learn.metrics import full_ranks, score_blocking  # noqa: E402
 
@@ -47,13 +47,6 @@ def gemm_only(users: torch.Tensor, items: torch.Tensor) -> None:
         for i0 in range(0, N, cs):
             u, n = min(U, u0 + ub) - u0, min(N, i0 + cs) - i0
             torch.matmul(users[u0 : u0 + u], items[i0 : i0 + n].T, out=out[: u * n].view(u, n))
-
-
-def peak_gflops(n: int, reps: int) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.matmul(a, b, out=out)
-    return 2 * n**3 / best(lambda: torch.matmul(a, b, out=out), reps) / 1e9
 
 
 def child(n_items: int, users: int, dim: int, rank: bool) -> None:
@@ -92,7 +85,7 @@ def main() -> None:
     rows = []
     for threads in a.threads:
         torch.set_num_threads(threads)
-        peak = peak_gflops(peak_n, reps)
+        peak = gemm_peak(peak_n, reps) / 1e9
         print(f"{threads} thread(s): peak fp32 GEMM {peak_n}^3: {peak:.1f} GFLOP/s")
         for label, U, N, d in cases:
             users, items, t = torch.randn(U, d), torch.randn(N, d), torch.randint(0, N, (U,))

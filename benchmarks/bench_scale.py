@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
-from common import machine, machine_line, write_result  # noqa: E402
+from common import machine, machine_line, model_config, write_result  # noqa: E402
 
 MiB = 1 << 20
 MIN_LEN, MAX_LEN = 5, 40
@@ -227,18 +227,6 @@ def phase_pipeline(a) -> None:
            end_rss_anon_MiB=status.get("RssAnon"), end_rss_file_MiB=status.get("RssFile"))
 
 
-def model_config(name: str, input_dim: int):
-    import yaml
-
-    from learn.model import ModelConfig
-
-    cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())["model"]
-    cfg = {k: v for k, v in cfg.items() if k in ModelConfig.__dataclass_fields__}
-    cfg["input_dim"] = input_dim
-    cfg["item_bias"] = cfg["item_id_embedding"] = False  # the towers' cost; ID options need the catalogue's ids
-    return ModelConfig(**cfg)
-
-
 def phase_train(a) -> None:
     import torch
 
@@ -253,7 +241,8 @@ def phase_train(a) -> None:
     dim = int(batches[0].vectors.shape[1])
     rows = []
     for name in a.configs:
-        cfg = model_config(name, dim)
+        # the towers' cost; ID options need the catalogue's ids
+        cfg = model_config(name, input_dim=dim, item_bias=False, item_id_embedding=False)
         model = LEARNModel(cfg)
         obj = Objective(model, "infonce", 20.0, False, 8192, 4)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -14,28 +14,24 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import command, machine, machine_line, write_result  # noqa: E402
+from benchmarks.common import best, command, machine, machine_line, write_result  # noqa: E402
 from learn.data import store as store_mod  # noqa: E402
 from learn.data.store import ItemStore, StoreMeta, write_store  # noqa: E402
 
 
 def _best(fn, batches, repeats: int = 3, before=None) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        if before is not None:
-            before()
-        t0 = time.perf_counter()
+    """Best seconds per batch of one pass of ``fn`` over ``batches``."""
+    def one_pass() -> None:
         for b in batches:
             fn(b)
-        best = min(best, time.perf_counter() - t0)
-    return best / len(batches)
+
+    return best(one_pass, repeats, before) / len(batches)
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
-"""Training speed of the real trainer path: sequences/s and model FLOP/s as a fraction of this machine's fp32 GEMM peak.
+"""Training speed: the trainer's steps (sequences/s, model FLOP/s against the GEMM peak) and one real epoch vs RecBole.
 
-One run measures, with the same thread count and under the same machine load:
+**Steps** (default; writes ``results/bench_train.json``). One run measures, with the same thread count and under the
+same machine load:
 
-- the fp32 matmul peak: ``torch.mm`` of two 4096 x 4096 matrices, best of several (before and after the training
+- the fp32 matmul peak: ``common.gemm_peak``, 4096 x 4096, best of several (before and after the training
   configs; the best of all is the peak);
 - for each config (pretraining with in-batch InfoNCE, finetuning with the full-catalogue softmax): optimizer steps of
   the trainer's own code -- ``learn.train.Objective`` + ``Trainer._micro_step`` + the trainer's AdamW, batches from
@@ -15,28 +16,54 @@ FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one real 
 FLOPs x steps/s (the usual MFU convention: backward = 2 x forward, recompute not counted as useful work), and the
 fraction is that over the GEMM peak. Padding positions are counted (they are computed).
 
-``--compare REV`` also measures the ``learn`` package of git revision REV (exported with ``git archive`` to a
-temporary folder) in the same run, alternating old/new workers per config, and reports new/old sequences/s.
+**Epoch** (``--epoch``; writes ``results/bench_epoch.json``): one training epoch of LEARN finetuning and of RecBole
+SASRec on the same Scientific split, side by side, in child processes with the same torch thread count, one after the
+other:
+
+- LEARN: ``learn.train.Trainer`` with ``--epoch-config`` (``configs/scientific_cpu.yaml``) on the prepared dataset and
+  its MiniLM item store, ``train.epochs=1``, no validation; the time is ``Trainer.fit()`` minus nothing but the final
+  test evaluation, which is skipped (set-up -- loading the dataset and store, building the model -- is timed apart).
+- RecBole 1.2.1 SASRec (``benchmarks/baselines/.venv``, configs as in ``run_recbole.py``): the same canonical folder
+  is exported to RecBole's files, then one ``trainer._train_epoch`` is timed (no evaluation), as RecBole's own
+  "epoch N training [time: ...]" log line measures it.
+
+Work per epoch: LEARN (``loss_positions: all``, histories up to 50) reads every next-item target of every training
+user once -- the same (prefix -> next item) pairs as RecBole's 34k augmented rows, which SASRec also scores at every
+position of one padded sequence per row.
+
+``--compare REV`` (both modes) also measures the ``learn`` package of git revision REV (exported with ``git archive``
+to a temporary folder) in the same run: steps alternate old/new workers per config and report new/old sequences/s.
 
     .venv/bin/python benchmarks/bench_train.py                     # all configs, writes results/bench_train.json
     .venv/bin/python benchmarks/bench_train.py --compare HEAD~3    # + before/after ratios against a revision
     .venv/bin/python benchmarks/bench_train.py --quick             # seconds: tiny model, smoke test (CI)
+    .venv/bin/python benchmarks/bench_train.py --epoch [--compare REV] [--threads 2 1]   # results/bench_epoch.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "benchmarks") not in sys.path:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import (
+    RESULTS_DIR,
+    ROOT,
+    command,
+    export_rev,
+    gemm_peak,
+    load_avg,
+    machine,
+    machine_line,
+    merge_previous,
+    run_json_child,
+    write_result,
+)
+
+BASELINES = ROOT / "benchmarks" / "baselines"
 
 # name -> (config file, overrides, catalogue size, note)
 CONFIGS: dict[str, tuple[str, list[str], int, str]] = {
@@ -58,22 +85,7 @@ QUICK_OVERRIDES = ["model.hidden_size=32", "model.num_heads=2", "model.ffn_size=
                    "model.input_dim=48", "model.num_layers=2", "train.batch_size=16"]
 
 
-# ------------------------------------------------------------------------------------------------------ measurements
-def gemm_peak(n: int, repeats: int, dtype_name: str = "float32") -> float:
-    """Best FLOP/s of ``torch.mm`` on two n x n matrices."""
-    import torch
-
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
-
-
+# ------------------------------------------------------------------------------------------------------ steps
 def setup(spec: dict):
     """The trainer's objects for one config: (step function, batch iterator, model, trainer-like context, meta)."""
     import numpy as np
@@ -217,49 +229,165 @@ def profile(spec: dict, rows: int = 25) -> None:
 
 
 def run_worker(learn_root: Path, spec: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(learn_root), OMP_NUM_THREADS=str(spec["threads"]))
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                          env=env, capture_output=True, text=True, cwd=str(learn_root))
-    if proc.returncode != 0:
-        raise SystemExit(f"worker failed for {spec['name']} ({learn_root}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_child(Path(__file__).resolve(), ["--worker", json.dumps(spec)],
+                          {"PYTHONPATH": str(learn_root), "OMP_NUM_THREADS": str(spec["threads"])},
+                          f"worker for {spec['name']} ({learn_root})", cwd=learn_root)
 
 
-def export_rev(rev: str, dest: Path) -> str:
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.strip()
-    archive = subprocess.run(["git", "archive", rev, "learn"], cwd=ROOT, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return sha
+# ------------------------------------------------------------------------------------------------------ epoch
+def epoch_learn_child(args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import learn
+    from learn.config import load_config
+    from learn.train import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(ROOT / args.epoch_config, [
+            f"data.dataset={args.dataset}", f"data.store={args.store}", f"log.output_dir={tmp}", "log.run_name=epoch",
+            "log.wandb=false", "log.progress=false", "train.epochs=1", "train.eval_every=0", "ckpt.resume=none",
+            "ckpt.save_every_epochs=0", *args.override])
+        t0 = time.perf_counter()
+        trainer = Trainer(cfg)
+        t1 = time.perf_counter()
+        trainer._finish = lambda logger: {}  # no final validation/test evaluation: training time only
+        trainer.fit()
+        t2 = time.perf_counter()
+        return {"system": "LEARN", "learn_from": str(Path(learn.__file__).resolve().parents[1]),
+                "setup_s": t1 - t0, "epoch_s": t2 - t1, "steps": trainer.step,
+                "train_samples": len(trainer.train_set), "batch": cfg.train.batch_size,
+                "targets_per_epoch": _learn_targets(trainer), "threads": torch.get_num_threads()}
+
+
+def _learn_targets(trainer) -> int:
+    """Next-item targets read in one epoch (``loss_positions=all``: every position of every history)."""
+    n = 0
+    for i in range(len(trainer.train_set)):
+        _, target, _ = trainer.train_set[i]
+        n += int((target >= 0).sum())
+    return n
+
+
+def epoch_recbole_child(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(BASELINES))
+    import run_recbole  # sets OMP/torch.load work-arounds and np.float
+    import torch
+
+    ns = argparse.Namespace(dataset="scientific_unisrec_epoch", model="SASRec", canonical=Path(args.dataset),
+                            config=[str(BASELINES / "configs" / "scientific.yaml")], epochs=1, max_len=50,
+                            threads=args.threads, work_dir=Path(args.work_dir).resolve())
+    t0 = time.perf_counter()
+    _, _, _, config, dataset, (train_data, _, _), trainer = run_recbole._setup(ns)
+    t1 = time.perf_counter()
+    trainer.model.train()
+    loss = trainer._train_epoch(train_data, 0, show_progress=False)
+    t2 = time.perf_counter()
+    loss = sum(loss) if isinstance(loss, tuple) else loss
+    return {"system": "RecBole SASRec", "setup_s": t1 - t0, "epoch_s": t2 - t1, "train_rows": len(train_data.dataset),
+            "batch": config["train_batch_size"], "users": dataset.user_num - 1, "items": dataset.item_num - 1,
+            "threads": torch.get_num_threads(), "train_loss": float(loss)}
+
+
+def run_epoch(args: argparse.Namespace) -> int:
+    """``--epoch``: LEARN (working tree, and ``--compare REV``) and RecBole SASRec, one epoch each per thread count."""
+    import torch
+
+    thread_counts = args.threads or [torch.get_num_threads()]
+    info = machine()
+    info["torch_threads"] = thread_counts
+    print(machine_line(info))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sides = [("working tree", str(ROOT))]
+        if args.compare:
+            sides = [(export_rev(args.compare, Path(tmp)), tmp), *sides]
+        for threads in thread_counts:
+            common = ["--epoch", "--dataset", args.dataset, "--store", args.store, "--epoch-config", args.epoch_config,
+                      "--threads", str(threads), "--work-dir", args.work_dir, "--override", *args.override]
+            env = {"OMP_NUM_THREADS": str(threads)}
+            group = []
+            for code, root in sides:
+                r = run_json_child(Path(__file__).resolve(), ["--child", "learn", *common], {**env, "PYTHONPATH": root},
+                                   f"LEARN child ({code})")
+                r.pop("learn_from", None)
+                group.append({**r, "code": code})
+                print(f"  LEARN ({code}, {threads} threads): epoch {r['epoch_s']:.1f} s, {r['steps']} steps, "
+                      f"set-up {r['setup_s']:.1f} s", flush=True)
+            if not args.no_recbole:
+                py = BASELINES / ".venv" / "bin" / "python"
+                if not py.exists():
+                    raise SystemExit(f"{py} not found: bash benchmarks/baselines/setup.sh")
+                r = run_json_child(Path(__file__).resolve(), ["--child", "recbole", *common],
+                                   {**env, "PYTHONPATH": str(ROOT)}, "RecBole child", python=str(py))
+                group.append({**r, "code": "recbole 1.2.1"})
+                print(f"  RecBole SASRec ({threads} threads): epoch {r['epoch_s']:.1f} s, set-up {r['setup_s']:.1f} s",
+                      flush=True)
+            learn_now = [r for r in group if r["system"] == "LEARN"][-1]
+            for r in group:
+                r["epoch_vs_learn"] = r["epoch_s"] / learn_now["epoch_s"]
+            rows += group
+    info["load_avg_1m_end"] = load_end = load_avg()
+    print(f"\n{'system':16s} {'code':14s} {'threads':>7s} {'epoch s':>8s} {'set-up s':>8s} {'vs LEARN':>8s}")
+    for r in rows:
+        print(f"{r['system']:16s} {r['code']:14s} {r['threads']:7d} {r['epoch_s']:8.1f} {r['setup_s']:8.1f} "
+              f"{r['epoch_vs_learn']:7.2f}x")
+    print(f"command: {command()}")
+    notes = (f"One training epoch each, no evaluation, torch threads {thread_counts} (both systems alike), run one "
+             f"after the other; load average {info.get('load_avg_1m')} at start, {load_end} at the end. LEARN: "
+             f"{args.epoch_config} {' '.join(args.override)} on {args.dataset} with {args.store}; RecBole 1.2.1 "
+             "SASRec with benchmarks/baselines/configs (batch 2048, CE over all items) on the same canonical folder "
+             "exported by export_recbole.py. epoch_vs_learn = epoch_s / LEARN (working tree) epoch_s at the same "
+             "thread count.")
+    for r in rows:
+        r["run_command"] = command()
+    if args.append:  # keep the earlier rows (e.g. another thread count)
+        rows, notes, info = merge_previous((args.out_dir or RESULTS_DIR) / "bench_epoch.json", rows, notes, info)
+    write_result("bench_epoch", rows, notes, info=info, out_dir=args.out_dir)
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------------ main
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS), help="default: all")
-    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per config")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--gemm-n", type=int, default=4096)
+    parser.add_argument("--epoch", action="store_true", help="one real epoch of LEARN and RecBole SASRec instead of "
+                        "the steps (writes bench_epoch.json)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None, help="torch threads (default: torch's "
+                        "default); --epoch runs one group per value")
     parser.add_argument("--compare", metavar="REV", help="also measure learn/ of this git revision (same run)")
-    parser.add_argument("--min-seconds", type=float, default=20.0,
-                        help="keep stepping (up to 200 steps) until this long: small configs average over more steps")
-    parser.add_argument("--append", action="store_true",
-                        help="merge these rows into the existing JSON (same config, code and threads replaced)")
-    parser.add_argument("--rounds", type=int, default=1, help="old/new alternations per config (best kept)")
-    parser.add_argument("--quick", action="store_true", help="tiny model, 2 configs, seconds (smoke test)")
-    parser.add_argument("--out-dir", type=Path, default=None, help="where bench_train.json goes (default results/)")
-    parser.add_argument("--profile", action="store_true", help="profile the configs in this process; no JSON")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return 0
+    parser.add_argument("--append", action="store_true", help="merge these rows into the existing JSON (steps: same "
+                        "config, code and threads replaced)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default results/)")
+    steps = parser.add_argument_group("steps (default)")
+    steps.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS), help="default: all")
+    steps.add_argument("--steps", type=int, default=3, help="timed optimizer steps per config")
+    steps.add_argument("--warmup", type=int, default=1)
+    steps.add_argument("--gemm-n", type=int, default=4096)
+    steps.add_argument("--min-seconds", type=float, default=20.0,
+                       help="keep stepping (up to 200 steps) until this long: small configs average over more steps")
+    steps.add_argument("--rounds", type=int, default=1, help="old/new alternations per config (best kept)")
+    steps.add_argument("--quick", action="store_true", help="tiny model, 2 configs, seconds (smoke test)")
+    steps.add_argument("--profile", action="store_true", help="profile the configs in this process; no JSON")
+    steps.add_argument("--worker", help=argparse.SUPPRESS)
+    epoch = parser.add_argument_group("--epoch")
+    epoch.add_argument("--dataset", default="/tmp/evalwork/scientific_unisrec", help="prepared (canonical) folder")
+    epoch.add_argument("--store", default="/tmp/evalwork/minilm_store", help="LEARN item store of the dataset")
+    epoch.add_argument("--epoch-config", default="configs/scientific_cpu.yaml", help="LEARN config")
+    epoch.add_argument("--override", nargs="*", default=[], help="extra key=value for the LEARN config")
+    epoch.add_argument("--no-recbole", action="store_true")
+    epoch.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "out" / "bench_epoch"))
+    epoch.add_argument("--child", choices=["learn", "recbole"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.epoch and args.threads and len(args.threads) > 1:
+        parser.error("--threads takes one value without --epoch")
+    return args
 
+
+def run_steps(args: argparse.Namespace) -> int:
+    """The default mode: every config's steps (working tree, and ``--compare REV``), the GEMM peaks, the JSON."""
     import torch
-    from common import RESULTS_DIR, command, machine, machine_line, write_result
 
-    threads = args.threads or torch.get_num_threads()
+    threads = args.threads[0] if args.threads else torch.get_num_threads()
     torch.set_num_threads(threads)
     names = args.configs or (["bert4L-pretrain", "bert4L-finetune"] if args.quick else DEFAULT_CONFIGS)
     gemm_n, repeats = (512, 3) if args.quick else (args.gemm_n, 5)
@@ -321,10 +449,7 @@ def main() -> int:
             row.pop("peak_fraction_vs_best_gemm")
         if row["precision"] == "bf16" and bf16_peak:
             row["bf16_gemm_peak_gflop_per_s"] = bf16_peak / 1e9
-    try:
-        load_end = round(os.getloadavg()[0], 2)
-    except OSError:
-        load_end = None
+    load_end = load_avg()
 
     print(f"\nfp32 GEMM {gemm_n}^3: {', '.join(f'{p / 1e9:.1f}' for p in peaks)} GFLOP/s (peak = best "
           f"{peak / 1e9:.1f})" + (f"; bf16 GEMM {bf16_peak / 1e9:.1f} GFLOP/s" if bf16_peak else ""))
@@ -337,7 +462,7 @@ def main() -> int:
               f"{r.get('peak_fraction_vs_best_gemm', float('nan')):7.1%} {r['data_frac']:6.1%} "
               f"{r['optimizer_frac']:6.1%} {sp:>7s}")
     print(f"command: {command()}")
-    notes = (f"fp32 GEMM peak = best torch.mm {gemm_n}x{gemm_n} of {len(peaks)} measurements "
+    notes = (f"fp32 GEMM peak = best torch.matmul {gemm_n}x{gemm_n} of {len(peaks)} measurements "
              f"({', '.join(f'{p / 1e9:.1f}' for p in peaks)} GFLOP/s; first before, last after the configs). "
              "Model FLOP/s = 3 x forward FLOPs (FlopCounterMode, padding counted) x steps/s; peak_fraction = that "
              "over the best fp32 GEMM (same size, best of 3) measured in the same worker just before and just after "
@@ -355,19 +480,23 @@ def main() -> int:
     info["load_avg_1m_end"] = load_end
     for row in rows:
         row["run_command"] = command()
-    path = (args.out_dir or RESULTS_DIR) / "bench_train.json"
-    if args.append and path.exists():
-        prev = json.loads(path.read_text())
-        key = lambda r: (r["config"], r["code"], r.get("threads"))  # noqa: E731
-        mine = {key(r) for r in rows}
-        rows = [r for r in prev["rows"] if key(r) not in mine] + rows
-        notes = (f"{prev['notes']} || Appended run ({command()}, {info['torch_threads']} threads): {notes}"
-                 if prev["notes"].startswith("First run (") else
-                 f"First run ({prev['command']}): {prev['notes']} || Appended run ({command()}, "
-                 f"{info['torch_threads']} threads): {notes}")
-        info = {**prev["machine"], "appended_run": info}
+    if args.append:
+        rows, notes, info = merge_previous((args.out_dir or RESULTS_DIR) / "bench_train.json", rows, notes, info,
+                                           key=lambda r: (r["config"], r["code"], r.get("threads")))
     write_result("bench_train", rows, notes, info=info, out_dir=args.out_dir)
     return 0
+
+
+def main() -> int:
+    args = parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.child:
+        args.threads = args.threads[0]
+        print(json.dumps(epoch_learn_child(args) if args.child == "learn" else epoch_recbole_child(args)))
+        return 0
+    return run_epoch(args) if args.epoch else run_steps(args)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
 def command() -> str:
@@ -54,11 +55,17 @@ def machine() -> dict[str, Any]:
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    try:
-        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
+    if (load := load_avg()) is not None:
+        info["load_avg_1m"] = load
     return info
+
+
+def load_avg() -> float | None:
+    """The 1-minute load average, rounded to 0.01 (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def machine_line(info: dict[str, Any] | None = None) -> str:
@@ -92,24 +99,90 @@ def write_result(name: str, rows: list[dict[str, Any]], notes: str = "", info: d
     doc = {"name": name, "command": command(), "machine": info or machine(), "git": git_rev(),
            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "rows": rows, "notes": notes}
     path = out_dir / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary sibling of ``path``, then rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def merge_previous(path: Path, rows: list[dict[str, Any]], notes: str, info: dict[str, Any],
+                   key=None) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+    """``--append``: the rows of the earlier result file ``path`` (minus those whose ``key(row)`` a new row has)
+    followed by ``rows``; the notes and machine of both runs are kept. Without ``path``: the arguments unchanged."""
+    if not path.exists():
+        return rows, notes, info
+    prev = json.loads(path.read_text())
+    for r in prev["rows"]:
+        r.setdefault("run_command", prev["command"])
+    mine = {key(r) for r in rows} if key else set()
+    kept = [r for r in prev["rows"] if not key or key(r) not in mine]
+    first = prev["notes"]
+    if not first.startswith("First run (") and " || Appended run (" not in first:
+        first = f"First run ({prev['command']}): {first}"
+    notes = f"{first} || Appended run ({command()}, {info.get('torch_threads')} threads): {notes}"
+    return kept + rows, notes, {**prev["machine"], "appended_run": info}
 
 
 MiB = 1 << 20
 
 
-def best(f, reps: int) -> float:
-    """Best wall time of ``reps`` calls of ``f()``, in seconds."""
+def best(f, reps: int, before=None) -> float:
+    """Best wall time of ``reps`` calls of ``f()``, in seconds (``before()``, untimed, ahead of each call)."""
     times = []
     for _ in range(reps):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         f()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def gemm_peak(n: int, reps: int, dtype_name: str = "float32") -> float:
+    """Best FLOP/s of an n x n by n x n matmul into a preallocated output (one untimed warm-up call first)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b, out = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype), torch.empty(n, n, dtype=dtype)
+    torch.matmul(a, b, out=out)
+    return 2.0 * n**3 / best(lambda: torch.matmul(a, b, out=out), reps)
+
+
+def model_config(name: str, **overrides: Any):
+    """The ``model:`` section of ``configs/<name>.yaml`` as a ``ModelConfig``, with ``overrides`` applied."""
+    import yaml
+
+    from learn.model import ModelConfig
+
+    cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())["model"]
+    cfg = {k: v for k, v in cfg.items() if k in ModelConfig.__dataclass_fields__}
+    return ModelConfig(**{**cfg, **overrides})
+
+
+def export_rev(rev: str, dest: Path) -> str:
+    """Extract ``learn/`` of git revision ``rev`` into ``dest`` (for ``--compare``); returns its short sha."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", rev, "learn"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return sha
+
+
+def run_json_child(script: str | Path, argv: list[str], env: dict[str, str], what: str,
+                   python: str = sys.executable, cwd: Path = ROOT) -> dict[str, Any]:
+    """Run ``python script *argv`` with ``env`` added to the environment; the JSON object on its last stdout line.
+    A failure exits with ``what`` and the end of the child's stderr."""
+    proc = subprocess.run([python, str(script), *argv], env=dict(os.environ, **env), capture_output=True, text=True,
+                          cwd=str(cwd))
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def add_child_args(ap: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import machine_line  # noqa: E402
+from common import machine_line, write_text_atomic  # noqa: E402
 
 HEADER = """# Measured results
 
@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         same = args.out.is_file() and args.out.read_text() == text
         print(f"{args.out}: {'up to date' if same else 'out of date; run benchmarks/report.py'}")
         return 0 if same else 1
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(args.out)
+    write_text_atomic(args.out, text)
     print(f"wrote {args.out}")
     return 0
 

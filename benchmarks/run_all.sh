@@ -7,6 +7,8 @@
 #   QUICK=1 bash benchmarks/run_all.sh      # --quick where a benchmark has it (smoke test; numbers not comparable)
 #
 # A benchmark whose inputs are missing is skipped with a message; a failing one is reported and the others still run.
+# Not run here: bench_train.py --epoch (needs benchmarks/baselines/.venv and the prepared Scientific split) and the
+# GPU benchmarks (benchmarks/gpu.sh).
 # The exit status is 1 if any benchmark failed.
 set -u
 cd "$(dirname "$0")/.."

@@ -45,6 +45,24 @@ def test_bench_rank_quick(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a CUDA device")
+def test_bench_train_epoch_mode_appends(tmp_path):
+    from tests.conftest import make_tiny_dataset
+
+    data, store = make_tiny_dataset(tmp_path)
+    args = ["benchmarks/bench_train.py", "--epoch", "--no-recbole", "--threads", "1", "--dataset", str(data),
+            "--store", str(store), "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"), "--override",
+            "model.hidden_size=32", "model.num_heads=2", "model.ffn_size=64", "model.output_dim=32"]
+    for extra in ([], ["--append"]):
+        p = run(PY, *args[:1], *extra, *args[1:], env={"OMP_NUM_THREADS": "1"})
+        assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads((tmp_path / "bench_epoch.json").read_text())
+    assert [(r["system"], r["code"], r["threads"]) for r in doc["rows"]] == [("LEARN", "working tree", 1)] * 2
+    assert all(r["epoch_s"] > 0 and r["epoch_vs_learn"] == 1 and r["steps"] > 0 for r in doc["rows"])
+    assert "|| Appended run (" in doc["notes"] and "appended_run" in doc["machine"]
+    p = run(PY, "benchmarks/bench_train.py", "--threads", "1", "2")
+    assert p.returncode == 2 and "--threads takes one value without --epoch" in p.stderr
+
+
 def test_gpu_scripts_refuse_without_cuda():
     p = run("bash", "benchmarks/gpu.sh", env={"PY": PY})
     assert p.returncode == 2 and p.stdout == ""

@@ -73,3 +73,13 @@ def test_report_without_results(tmp_path):
     quality.write_text("## Quality\n")
     text = report.render(tmp_path / "none", quality, None)
     assert "## Quality" in text and "# Benchmarks" not in text
+
+
+def test_report_names_the_script_a_recorded_command_was_merged_into(tmp_path):
+    report = load_report()
+    res = tmp_path / "results"
+    res.mkdir()
+    fake_result(res, "epoch", [{"system": "LEARN", "epoch_s": 70.8}])
+    text = report.render(res, tmp_path / "none.md")
+    assert ("- command: `.venv/bin/python benchmarks/bench_epoch.py --x 1` (now `benchmarks/bench_train.py --epoch`)"
+            in text)

@@ -54,7 +54,6 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     warmup: str = "0"  # linear warm-up before the cosine decay: N optimizer steps (20) or epochs ("1 epoch")
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     clip_grad: float = 0.0  # 0 = off
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU; fp16: GradScaler
     compile: bool = False
@@ -96,9 +95,8 @@ class TrainConfig:
 class LogConfig:
     run_name: str = ""  # default: <stage>-<dataset name>
     output_dir: str = "runs"
-    wandb: bool = True  # honours WANDB_MODE (offline/disabled work without network)
+    wandb: bool = True  # honours WANDB_MODE (offline/disabled work without network) and WANDB_ENTITY (team)
     wandb_project: str = "LEARN_amazon2018"
-    wandb_entity: str = ""
     log_every: int = 10  # optimizer steps between metric lines
     progress: bool = True  # tqdm on rank 0
 

@@ -161,12 +161,14 @@ def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
     )
 
 
-def cosine_lambda(warmup: int, total: int, floor: float):
+def cosine_lambda(warmup: int, total: int):
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
 
@@ -479,7 +481,7 @@ class Trainer:
         total = t.max_steps or t.epochs * self.steps_per_epoch
         warmup = t.warmup_steps(self.steps_per_epoch)
         self.total_steps = total
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lambda(warmup, total, t.min_lr_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lambda(warmup, total))
         precision = t.precision if t.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
@@ -637,7 +639,6 @@ class Trainer:
             use_wandb=cfg.log.wandb,
             project=cfg.log.wandb_project,
             name=cfg.log.run_name,
-            entity=cfg.log.wandb_entity,
         )
         done = t.max_steps and self.step >= t.max_steps
         self.model.train()

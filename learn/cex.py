@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import lmdb
 import numpy as np
 
 from learn.data.formats import (
@@ -32,7 +31,7 @@ from learn.data.formats import (
     read_sequences,
     read_text_pickle,
 )
-from learn.data.store import DTYPES, META_KEY, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir
+from learn.data.store import DTYPES, META_KEY, ItemStore, StoreMeta, StoreWriter, is_lmdb_dir, open_read
 from learn.data.text import item_text, template_hash
 from learn.errors import ArgumentParser, DataError, LearnError
 from learn.io import read_json, resolve
@@ -251,7 +250,7 @@ def _read_part(part: Path, config: dict) -> set[str]:
     """Keys already embedded in one part of an interrupted run (refusing one made with other settings)."""
     if not is_lmdb_dir(part):
         return set()
-    env = lmdb.open(str(part), readonly=True, lock=True, readahead=False, subdir=True, max_readers=2048)
+    env = open_read(part, lock=True)
     try:
         with env.begin(buffers=True) as txn:
             raw = txn.get(CONFIG_KEY)
@@ -291,7 +290,7 @@ def _merge(out: Path, parts: list[Path], keys: Sequence[str], meta: StoreMeta, d
     seen: set[bytes] = set()
     with StoreWriter(out, dtype, overwrite=overwrite) as w:
         for part in parts:
-            env = lmdb.open(str(part), readonly=True, lock=True, readahead=False, subdir=True)
+            env = open_read(part, lock=True)
             try:
                 with env.begin(buffers=True) as txn:
                     w.copy_from(txn, lambda kb: kb in wanted and kb not in seen and not seen.add(kb))

@@ -88,7 +88,8 @@ def is_lmdb_dir(path: str | Path) -> bool:
     return (Path(path) / "data.mdb").is_file()
 
 
-def _open_read(path: Path, lock: bool = False) -> lmdb.Environment:
+def open_read(path: Path, lock: bool = False) -> lmdb.Environment:
+    """A read-only LMDB environment on ``path`` (``lock=True`` while a writer may still be at work)."""
     return lmdb.open(str(path), readonly=True, lock=lock, readahead=False, subdir=True, max_readers=2048,
                      meminit=False, max_dbs=0)
 
@@ -144,7 +145,7 @@ def _open_checked(path: Path) -> lmdb.Environment:
     if size == 0:
         raise damaged(path, "data.mdb is empty")
     try:
-        env = _open_read(path)
+        env = open_read(path)
     except lmdb.Error as e:
         why = str(e).replace(str(path), "").strip(": ") or type(e).__name__
         raise damaged(path, f"LMDB cannot open it: {why}") from None

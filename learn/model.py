@@ -30,7 +30,11 @@ class ModelConfig:
     max_len: int = 40  # max history length (for learned positions)
     position: Literal["none", "learned"] = "none"  # none: the paper's code
     # shared: the user tower reads each item as a length-1 sequence (paper) | separate: own adaptor, encoder, projection
-    item_tower: Literal["shared", "separate"] = "shared"
+    # | table: an item is the user tower's input vector of it (adaptor(text) [+ ID vector]), L2-normalised: SASRec's
+    # tied item table; needs output_dim == hidden_size
+    item_tower: Literal["shared", "separate", "table"] = "shared"
+    # LayerNorm + dropout on the first hidden states of a history (input + position), as SASRec and BERT's embeddings
+    embed_norm: bool = False
     item_id_embedding: bool = False  # text+ID variant: learnable item-ID embedding added to the adaptor output
     # false: no text input at all (no adaptor); with item_id_embedding the towers are a SASRec-style ID model, the
     # in-trainer ID reference (item text vectors are loaded but unused)
@@ -57,6 +61,8 @@ class ModelConfig:
             (self.text_input or self.item_id_embedding,
              "model.text_input=false needs model.item_id_embedding=true (the towers need some item input)"),
             (self.position != "learned" or self.max_len > 0, "model.position=learned needs model.max_len > 0"),
+            (self.item_tower != "table" or self.output_dim == self.hidden_size,
+             "model.item_tower=table needs model.output_dim == model.hidden_size (items are input vectors)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -154,6 +160,8 @@ class Tower(nn.Module):
         super().__init__()
         self.adaptor = nn.Linear(cfg.input_dim, cfg.hidden_size) if cfg.text_input else None
         self.position = nn.Embedding(cfg.max_len, cfg.hidden_size) if cfg.position == "learned" else None
+        self.embed_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.embed_norm else None
+        self.embed_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_layers))
         self.proj = nn.Linear(cfg.hidden_size, cfg.output_dim)
 
@@ -174,11 +182,7 @@ class Tower(nn.Module):
                 select[torch.arange(b, device=x.device), readout] = True
                 return self._packed(x, mask, extra, select).unsqueeze(1)
             return self._packed(x, mask, extra, select)
-        h = self._input(x, extra)
-        if self.position is not None:
-            if n > self.position.num_embeddings:
-                raise LearnError(f"sequence length {n} exceeds model.max_len {self.position.num_embeddings}")
-            h = h + self.position.weight[:n]
+        h = self._embed(self._input(x, extra), n, lambda: self.position.weight[:n])
         attn_mask = None
         if n > 1:
             idx = torch.arange(n, device=x.device)
@@ -192,6 +196,16 @@ class Tower(nn.Module):
         if readout is not None:  # only without a mask or for L == 1: the masked read-out is packed (above)
             h = h[torch.arange(b, device=x.device), readout].unsqueeze(1)
         return self._project(h)
+
+    def _embed(self, h: Tensor, n: int, positions) -> Tensor:
+        """The first hidden states of a length-``n`` history: + learned positions, then ``embed_norm``."""
+        if self.position is not None:
+            if n > self.position.num_embeddings:
+                raise LearnError(f"sequence length {n} exceeds model.max_len {self.position.num_embeddings}")
+            h = h + positions()
+        if self.embed_norm is not None:
+            h = self.embed_dropout(self.embed_norm(h))
+        return h
 
     def _input(self, x: Tensor, extra: Tensor | None) -> Tensor:
         """The first hidden states: adaptor(x) [+ extra]; only ``extra`` (the ID vectors) without text input."""
@@ -220,10 +234,7 @@ class Tower(nn.Module):
         flat = keep.flatten().nonzero().squeeze(1)  # [T] computed positions, row-major
         h = self._input(x.flatten(0, 1).index_select(0, flat),
                         extra.flatten(0, 1).index_select(0, flat) if extra is not None else None)
-        if self.position is not None:
-            if n > self.position.num_embeddings:
-                raise LearnError(f"sequence length {n} exceeds model.max_len {self.position.num_embeddings}")
-            h = h + self.position(flat % n)
+        h = self._embed(h, n, lambda: self.position(flat % n))
         idx = torch.arange(n, device=dev)
         n_real, n_keep = mask.sum(1), keep.sum(1)
         # the plain causal mask is exact when the real items are a prefix and at most one computed position follows
@@ -321,6 +332,11 @@ class LEARNModel(nn.Module):
         ``dropout=False`` encodes without dropout even in training mode (gradients still flow): the items a loss
         scores against are then clean, as an ID model's item table is.
         """
+        if self.cfg.item_tower == "table":  # no dropout, as SASRec's output item table
+            x = x.to(self.tower.adaptor.weight.dtype) if self.tower.adaptor is not None else x
+            h = self.tower._input(x, self._id_vectors(item_ids, None))
+            return self._items_out(F.normalize(h.float() if h.dtype in (torch.float16, torch.bfloat16) else h, dim=-1),
+                                   item_ids)
         tower = self.item_tower if self.item_tower is not None else self.tower
         ids = self._id_vectors(item_ids[:, None] if item_ids is not None else None, None)
         training = tower.training

@@ -184,7 +184,7 @@ SAFE_TO_CHANGE = frozenset({"train.epochs", "train.max_steps", "train.patience",
 # model keys a train.init_from start takes from the source run's config.yaml unless given on the command line: the
 # shape of the towers (dropout, the ID table and the item bias stay this run's choice: catalogue/recipe specific)
 INHERITED_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_size", "output_dim", "max_len", "position",
-                        "item_tower", "text_input", "layer_norm_eps")
+                        "item_tower", "embed_norm", "text_input", "layer_norm_eps")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -34,7 +34,10 @@ def batch(seed: int = 1):
 
 
 VARIANTS = [{}, {"position": "learned"}, {"item_tower": "separate"}, {"item_id_embedding": True, "num_items": 50},
-            {"item_id_embedding": True, "text_input": False, "num_items": 50}]
+            {"item_id_embedding": True, "text_input": False, "num_items": 50},
+            {"item_tower": "table", "hidden_size": 24, "embed_norm": True, "position": "learned"},
+            {"item_tower": "table", "hidden_size": 24, "embed_norm": True, "item_id_embedding": True,
+             "text_input": False, "num_items": 50}]
 
 
 def ids_for(m: LEARNModel, shape, seed=2):
@@ -248,3 +251,17 @@ def test_autocast_and_half_inputs():
     torch.testing.assert_close(out, m.encode_users(x, mask), rtol=0, atol=0.05)
     half = m.encode_items(x[:, 0].half())  # an fp16 item store is cast to the weights' dtype
     torch.testing.assert_close(half, m.encode_items(x[:, 0].half().float()))
+
+
+def test_table_items_are_the_clean_normalised_input_vectors():
+    """item_tower=table (the SASRec-style reference): an item is adaptor(text) + its ID vector, L2-normalised, with no
+    dropout even in training mode; the user tower still reads the same vectors through embed_norm and the layers."""
+    m = model(item_tower="table", hidden_size=24, embed_norm=True, item_id_embedding=True, num_items=50, dropout=0.5)
+    m.train()
+    x = torch.randn(7, D)
+    ids = torch.arange(7)
+    want = torch.nn.functional.normalize(m.tower.adaptor(x) + m.id_embedding(ids), dim=-1)
+    torch.testing.assert_close(m.encode_items(x, ids), want)
+    torch.testing.assert_close(m.encode_items(x, ids, dropout=False), want)
+    with pytest.raises(LearnError, match="output_dim == model.hidden_size"):
+        ModelConfig(item_tower="table", hidden_size=32, num_heads=4, output_dim=24).validate()

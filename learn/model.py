@@ -36,6 +36,9 @@ class ModelConfig:
     # LayerNorm + dropout on the first hidden states of a history (input + position), as SASRec and BERT's embeddings
     embed_norm: bool = False
     item_id_embedding: bool = False  # text+ID variant: learnable item-ID embedding added to the adaptor output
+    # normal: N(0, 0.02) like every weight | zero: the text+ID towers start as the text towers, and an item never seen
+    # in training keeps a zero ID vector (ranked from its text alone)
+    id_init: Literal["normal", "zero"] = "normal"
     # false: no text input at all (no adaptor); with item_id_embedding the towers are a SASRec-style ID model, the
     # in-trainer ID reference (item text vectors are loaded but unused)
     text_input: bool = True
@@ -273,6 +276,8 @@ class LEARNModel(nn.Module):
         self.id_embedding = nn.Embedding(cfg.num_items, cfg.hidden_size) if cfg.item_id_embedding else None
         self.apply(self._init_weights)
         self.item_bias = nn.Parameter(torch.zeros(cfg.num_items)) if cfg.item_bias else None
+        if self.id_embedding is not None and cfg.id_init == "zero":
+            nn.init.zeros_(self.id_embedding.weight)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:

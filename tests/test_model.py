@@ -265,3 +265,13 @@ def test_table_items_are_the_clean_normalised_input_vectors():
     torch.testing.assert_close(m.encode_items(x, ids, dropout=False), want)
     with pytest.raises(LearnError, match="output_dim == model.hidden_size"):
         ModelConfig(item_tower="table", hidden_size=32, num_heads=4, output_dim=24).validate()
+
+
+def test_zero_id_init_starts_as_the_text_towers():
+    """id_init=zero: at start the ID vectors add nothing (outputs do not depend on the ids), for users and items."""
+    x, mask, _ = batch()
+    m = model(item_id_embedding=True, num_items=50, id_init="zero")
+    ids, other = ids_for(m, mask.shape), ids_for(m, mask.shape, seed=5)
+    assert not m.id_embedding.weight.any() and not torch.equal(ids, other)
+    torch.testing.assert_close(m.encode_sequence(x, mask, ids)[mask], m.encode_sequence(x, mask, other)[mask])
+    torch.testing.assert_close(m.encode_items(x[:, 0], ids[:, 0]), m.encode_items(x[:, 0], other[:, 0]))

@@ -4,7 +4,8 @@
 # Usage: bash benchmarks/baselines/run_all.sh [RUN ...]     RUN = dataset:model, default: the list below.
 # Datasets: scientific_unisrec (prepare --from unisrec), ml100k (prepare --from ml-100k) and ml100k_recbole_order
 # (ml100k with RecBole's own tie order, i.e. exactly the split of the reference run in benchmarks/quality.md) and ml1m
-# (prepare --from recformer ../shared/data/movielens_1m; not in the default list: an estimated ~20 hours on 2 CPU cores).
+# (prepare --from recformer ../shared/data/movielens_1m; not in the default list: an estimated ~20 hours on 2 CPU cores)
+# and office2014 (prepare --from lcrec ../shared/data/amazon2014_office_lcrec, with the Scientific settings).
 # Logs: benchmarks/out/baselines/logs/<dataset>_<model>.log; results: benchmarks/baselines/results/*.json and
 # a row each in benchmarks/baselines/RESULTS.md. Needs the project's .venv (prepare) and setup.sh's venv (RecBole).
 set -euo pipefail
@@ -28,6 +29,7 @@ prepare() {  # dataset name -> canonical folder (made once)
         "$PY" "$HERE/check_split.py" "$(prepare ml100k)" --write-recbole-order "$dir" >&2 || true
         [[ -f "$dir/test.json" ]] ;;
       ml1m) "$ROOT/.venv/bin/python" -m learn prepare --from recformer "$SHARED/movielens_1m" "$dir" >&2 ;;
+      office2014) "$ROOT/.venv/bin/python" -m learn prepare --from lcrec "$SHARED/amazon2014_office_lcrec" "$dir" >&2 ;;
       *) echo "unknown dataset $1" >&2; return 2 ;;
     esac
   fi
@@ -36,7 +38,7 @@ prepare() {  # dataset name -> canonical folder (made once)
 
 config_for() {
   case "$1" in
-    scientific_unisrec) echo "$HERE/configs/scientific.yaml" ;;
+    scientific_unisrec|office2014) echo "$HERE/configs/scientific.yaml" ;;  # the Amazon settings
     ml100k*) echo "$HERE/configs/ml-100k.yaml" ;;
     ml1m) echo "$HERE/configs/ml-1m.yaml" ;;
   esac

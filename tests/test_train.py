@@ -222,7 +222,7 @@ def test_config_errors():
     # fixed sets of values (typing.Literal) are refused in one line naming the key and the choices
     for override, needle in [
         ("train.sampling=x", "config train.sampling: expected one of random|all_prefixes|windows, got 'x'"),
-        ("model.item_tower=both", "config model.item_tower: expected one of shared|separate, got 'both'"),
+        ("model.item_tower=both", "config model.item_tower: expected one of shared|separate|table, got 'both'"),
         ("ckpt.on_mismatch=maybe", "config ckpt.on_mismatch: expected one of refuse|fresh|accept, got 'maybe'"),
         ("train.precision=fp8", "config train.precision: expected one of auto|fp32|bf16|fp16, got 'fp8'"),
         ("train.loss=focal", "config train.loss: expected one of auto|infonce|softmax|dense, got 'focal'"),

@@ -94,13 +94,27 @@ def seed_texts_main(argv: list[str] | None = None, *, description: str | None = 
 
 
 
-# --------------------------------------------------------------- step 4: extract_baichuan_emb_{pretrain,ft}.py
-def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str | None = None) -> int:
-    """``preprocess/amazon_2018/extract_baichuan_emb_{pretrain,ft}.py``: embed, then export the seed's ``.txt``."""
+def _seed_parser(description: str | None, pretrain: bool) -> ArgumentParser:
+    """The step-4 scripts' shared flags: --data-root, and --datasets for the finetune variants."""
     p = ArgumentParser(description=(description or "").split("\n\n")[0])
     p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds pretrain_data/, finetune_data/")
     if not pretrain:
         p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
+    return p
+
+
+def _finetune_folders(root: Path, datasets: list[str] | None) -> list[Path]:
+    """:func:`seed_finetune_folders`, refusing an empty selection."""
+    folders = seed_finetune_folders(root, datasets)
+    if not folders:
+        raise DataError(root / "finetune_data", "no dataset folder with a smap.json")
+    return folders
+
+
+# --------------------------------------------------------------- step 4: extract_baichuan_emb_{pretrain,ft}.py
+def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str | None = None) -> int:
+    """``preprocess/amazon_2018/extract_baichuan_emb_{pretrain,ft}.py``: embed, then export the seed's ``.txt``."""
+    p = _seed_parser(description, pretrain)
     p.add_argument("--llm", default=None, help=f"model folder or hub name (default: offline {DEFAULT_MODEL_NAME}; "
                    f"the paper: --llm {PAPER_MODEL} --trust-remote-code)")
     for flag, kw in (("--layer", {"type": int, "default": -1}), ("--max-length", {"type": int, "default": 500}),
@@ -122,9 +136,7 @@ def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str 
             if not jobs[0][1].is_dir():
                 raise DataError(jobs[0][1], "folder not found (expected the seed layout DATA_ROOT/pretrain_data/)")
         else:
-            jobs = [(f.name, f) for f in seed_finetune_folders(root, a.datasets)]
-            if not jobs:
-                raise DataError(root / "finetune_data", "no dataset folder with a smap.json")
+            jobs = [(f.name, f) for f in _finetune_folders(root, a.datasets)]
         for name, folder in jobs:
             store = root / "item_embeddings" / "cex_stores" / name
             embed_dataset(folder, store, llm=a.llm, layer=a.layer, max_length=a.max_length, batch_size=a.batch_size,
@@ -142,10 +154,7 @@ def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str 
 # ------------------------------------------------------------- step 4: build_item_baichuan_lmdb_{pretrain,ft}.py
 def seed_build_main(argv: list[str] | None, *, pretrain: bool, description: str | None = None) -> int:
     """``preprocess/amazon_2018/build_item_baichuan_lmdb_{pretrain,ft}.py``: the seed's ``.txt`` -> item stores."""
-    p = ArgumentParser(description=(description or "").split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds pretrain_data/, finetune_data/")
-    if not pretrain:
-        p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
+    p = _seed_parser(description, pretrain)
     p.add_argument("--store-dtype", default="float32", choices=sorted(DTYPES))
     a = p.parse_args(argv)
     root, emb = a.data_root, a.data_root / "item_embeddings"
@@ -156,10 +165,7 @@ def seed_build_main(argv: list[str] | None, *, pretrain: bool, description: str 
                            meta_from=emb / "cex_stores" / "pretrain")
             print(f"wrote {n} items to {out}")
             return 0
-        folders = seed_finetune_folders(root, a.datasets)
-        if not folders:
-            raise DataError(root / "finetune_data", "no dataset folder with a smap.json")
-        for folder in folders:
+        for folder in _finetune_folders(root, a.datasets):
             name = folder.name
             out = root / "finetune_data" / f"{name}_baichuan_lmdb"
             n = import_txt([emb / f"{name}.txt"], out, a.store_dtype, overwrite=True,

@@ -23,38 +23,16 @@ from learn.errors import DataError
 
 def current_umask() -> int:
     """The process umask, read without changing it (``os.umask`` would briefly set it for every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status", encoding="ascii") as f:
+        return int(next((line for line in f if line.startswith("Umask:")), "").split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def file_mode() -> int:
-    """Mode of a new file under the current umask (0o644 with umask 022): what ``open(path, "w")`` would give."""
-    return 0o666 & ~current_umask()
-
-
 def dir_mode() -> int:
     """Mode of a new folder under the current umask (0o755 with umask 022): what ``os.mkdir`` would give."""
     return 0o777 & ~current_umask()
-
-
-def make_temp_file(path: Path) -> tuple[int, str]:
-    """``tempfile.mkstemp`` next to ``path`` with the usual umask-based mode (mkstemp itself makes 0600)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    return fd, tmp
 
 
 def make_temp_dir(path: Path) -> Path:
@@ -68,12 +46,6 @@ def make_temp_dir(path: Path) -> Path:
     return tmp
 
 
-def _name_file(e: BaseException, path: Path) -> None:
-    """Give an OSError raised while writing ``path`` (``f.write`` leaves it unnamed) the file name."""
-    if isinstance(e, OSError) and e.filename is None:
-        e.filename = str(path)
-
-
 def missing_parents(folder: str | Path) -> list[Path]:
     """``folder`` and its ancestors that do not exist yet, deepest first."""
     missing = []
@@ -84,15 +56,8 @@ def missing_parents(folder: str | Path) -> list[Path]:
     return missing
 
 
-def make_parents(folder: Path) -> list[Path]:
-    """``folder.mkdir(parents=True, exist_ok=True)``; returns the folders it created, deepest first."""
-    missing = missing_parents(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return missing
-
-
 def remove_empty(created: list[Path]) -> None:
-    """Remove the folders :func:`make_parents` created, deepest first, as long as they are empty."""
+    """Remove the folders :func:`missing_parents` listed, deepest first, as long as they are empty."""
     for p in created:
         try:
             p.rmdir()
@@ -122,29 +87,38 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _parents_of(path: Path) -> Iterator[None]:
+    """Create ``path``'s missing parent folders; on failure remove them again and give an OSError without a file
+    name (``f.write`` leaves it unnamed) the name of ``path``."""
+    created = missing_parents(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield
+    except BaseException as e:
+        remove_empty(created)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator:
     """A file object for ``path`` ("w": UTF-8 text, "wb": bytes) written to a temporary sibling and renamed into
     place (after fsync) when the block succeeds; on failure the temporary file goes and the output is untouched."""
     path = Path(path)
-    created = make_parents(path.parent)
-    try:
-        fd, tmp = make_temp_file(path)
-    except BaseException:
-        remove_empty(created)
-        raise
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        remove_empty(created)
-        _name_file(e, path)
-        raise
+    with _parents_of(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {})) as f:
+                os.fchmod(fd, 0o666 & ~current_umask())  # what open(path, "w") would give, not mkstemp's 0600
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -163,38 +137,29 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = None) -> 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success rename it to ``path``, on failure delete it.
-
-    The temporary folder lives in the same parent so the final rename never crosses filesystems.
-    """
+    """Yield a temporary sibling folder (same parent, so the final rename never crosses filesystems); on success
+    rename it to ``path``, on failure delete it."""
     path = Path(path)
-    created = make_parents(path.parent)
-    try:
-        tmp = make_temp_dir(path)  # the published folder gets the usual umask-based mode, not mkdtemp's 0700
-    except BaseException:
-        remove_empty(created)
-        raise
-    try:
-        yield tmp
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists")
-        replace_dir(tmp, path)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        remove_empty(created)
-        _name_file(e, path)  # a full disk while filling the folder names the output folder
-        raise
+    with _parents_of(path):
+        tmp = make_temp_dir(path)
+        try:
+            yield tmp
+            if path.exists() and not overwrite:
+                raise FileExistsError(f"{path} already exists")
+            replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def replace_dir(src: Path, dst: Path) -> None:
     """Move the finished folder ``src`` to ``dst``; an existing ``dst`` is moved aside, then removed."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    old = dst.with_name(f".{dst.name}.old-{os.getpid()}") if dst.exists() else None
+    if old:
         os.replace(dst, old)
-        os.replace(src, dst)
+    os.replace(src, dst)
+    if old:
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
     _fsync_dir(dst.parent)
 
 
@@ -213,21 +178,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise _DuplicateKey(k)
-            seen.add(k)
-    return d
-
-
 def resolve(path: str | Path) -> Path:
     """``path``, or ``path.gz`` when only the gzipped file exists."""
     path = Path(path)
@@ -239,13 +189,20 @@ def read_json(path: str | Path, unique_keys: bool = False) -> Any:
     """Read a JSON file (or ``path.gz`` when only that exists); a missing file, bad JSON and, with ``unique_keys``,
     a duplicate object key raise a one-line DataError."""
     path = resolve(path)
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DataError(path, f"duplicate key {k!r}")
+            seen.add(k)
+        return dict(pairs)
+
     try:
         with open_maybe_gz(path) as f:
-            return json.load(f, object_pairs_hook=_unique_pairs if unique_keys else None)
+            return json.load(f, object_pairs_hook=unique if unique_keys else None)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
-    except _DuplicateKey as e:
-        raise DataError(path, f"duplicate key {e.args[0]!r}") from None
     except json.JSONDecodeError as e:
         raise DataError(path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:

@@ -21,7 +21,9 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, fields
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,6 @@ from learn.errors import LearnError
 from learn.io import make_temp_dir, replace_dir
 
 META_KEY = b"__meta__"
-RESERVED_KEYS = frozenset({META_KEY})
 DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 _MAX_KEY_BYTES = 511
 _INITIAL_MAP_SIZE = 64 << 20
@@ -66,15 +67,11 @@ class StoreMeta:
         return cls(**{k: v for k, v in obj.items() if k in known}, extra=extra)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def _encode_key(key: str) -> bytes:
     raw = key.encode("utf-8")
     if not raw or len(raw) > _MAX_KEY_BYTES:
         raise LearnError(f"item key {key[:40]!r} is empty or longer than {_MAX_KEY_BYTES} UTF-8 bytes (LMDB limit)")
-    if raw in RESERVED_KEYS:
+    if raw == META_KEY:
         raise LearnError(f"item key {key!r} is reserved by the item store")
     return raw
 
@@ -82,6 +79,18 @@ def _encode_key(key: str) -> bytes:
 def _names(keys: Sequence[str], n: int = 5) -> str:
     shown = ", ".join(repr(k) for k in list(keys)[:n])
     return shown + (", ..." if len(keys) > n else "")
+
+
+def _non_finite(keys: Sequence[str], rows: np.ndarray) -> list[str]:
+    """The keys whose row of ``rows`` (``[len(keys), dim]``) holds a NaN/Inf."""
+    return [] if np.isfinite(rows).all() else [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
+
+
+def check_finite(path: str | Path, keys: Sequence[str], rows: np.ndarray) -> None:
+    """Raise a one-line :class:`LearnError` naming the store when any of ``rows`` (``[len(keys), dim]``) is NaN/Inf."""
+    if bad := _non_finite(keys, rows):
+        raise LearnError(f"item store {path}: {len(bad)} item vectors are not finite (NaN/Inf), e.g. {_names(bad)}; "
+                         "rebuild it with `python -m learn embed --overwrite` (a finite store is needed for metrics)")
 
 
 def is_lmdb_dir(path: str | Path) -> bool:
@@ -94,31 +103,24 @@ def open_read(path: Path, lock: bool = False) -> lmdb.Environment:
                      meminit=False, max_dbs=0)
 
 
-# LMDB allows one environment per file per process: readers of the same store share it. Keyed by process and by the
-# identity of data.mdb, so a store replaced on disk (new inode) or a forked worker gets its own environment.
+def damaged(path: str | Path, why: str) -> LearnError:
+    """The one-line error for a damaged LMDB folder ``path`` (names its data.mdb and how to rebuild it)."""
+    path = Path(path)
+    return LearnError(f"{path / 'data.mdb'}: damaged item store ({why}); rebuild it with "
+                      f"`python -m learn embed --data DATASET --out {path} --overwrite`")
+
+
+def _why(e: lmdb.Error, path: Path) -> str:
+    """LMDB's message without the folder name (the one-line error names it already)."""
+    return str(e).replace(str(path), "").strip(": ") or type(e).__name__
+
+
+# LMDB allows one environment per file per process: readers of the same store share it (and its _Views). Keyed by
+# process and by the identity of data.mdb, so a store replaced on disk (new inode) or a forked worker gets its own.
 _ENVS: dict[tuple[int, int, int], lmdb.Environment] = {}
-
-
-def _close_inherited_envs() -> None:
-    """In a forked child: close the parent's environments (never use them across fork) so they can be reopened."""
-    for key in [k for k in _ENVS if k[0] != os.getpid()]:
-        try:
-            _drop_views(key)
-            _ENVS.pop(key).close()
-        except lmdb.Error:
-            pass
-
-
-os.register_at_fork(after_in_child=_close_inherited_envs)
-
-
-def _release(path: Path) -> None:
-    """Close this process's shared environment of ``path`` (so a writer may open it)."""
-    key = _env_key(path)
-    _drop_views(key)
-    env = _ENVS.pop(key, None)
-    if env is not None:
-        env.close()
+_VIEWS: dict[tuple[int, int, int], _Views] = {}
+# stores whose value sizes were checked in this process: (env key, file size, mtime, row bytes)
+_LAYOUT_OK: set[tuple] = set()
 
 
 def _env_key(path: Path) -> tuple[int, int, int]:
@@ -126,11 +128,29 @@ def _env_key(path: Path) -> tuple[int, int, int]:
     return os.getpid(), st.st_dev, st.st_ino
 
 
-def damaged(path: str | Path, why: str) -> LearnError:
-    """The one-line error for a damaged LMDB folder ``path`` (names its data.mdb and how to rebuild it)."""
-    path = Path(path)
-    return LearnError(f"{path / 'data.mdb'}: damaged item store ({why}); rebuild it with "
-                      f"`python -m learn embed --data DATASET --out {path} --overwrite`")
+def _close(key: tuple[int, int, int]) -> None:
+    """Close the views, then the environment, of ``key``."""
+    views = _VIEWS.pop(key, None)
+    if views is not None:
+        views.close()
+    env = _ENVS.pop(key, None)
+    if env is not None:
+        env.close()
+
+
+def _release(path: Path) -> None:
+    """Close this process's shared environment of ``path`` (so a writer may open it)."""
+    _close(_env_key(path))
+
+
+def _close_inherited_envs() -> None:
+    """In a forked child: close the parent's environments (never use them across fork) so they can be reopened."""
+    for key in [k for k in _ENVS if k[0] != os.getpid()]:
+        with suppress(lmdb.Error):
+            _close(key)
+
+
+os.register_at_fork(after_in_child=_close_inherited_envs)
 
 
 def _open_checked(path: Path) -> lmdb.Environment:
@@ -140,15 +160,13 @@ def _open_checked(path: Path) -> lmdb.Environment:
     the size check runs before any record is read (LMDB reads its header with ``pread``, not through the map, and
     refuses page numbers at or past the recorded last page, so a file that holds them all is safe to read).
     """
-    data = path / "data.mdb"
-    size = data.stat().st_size
+    size = (path / "data.mdb").stat().st_size
     if size == 0:
         raise damaged(path, "data.mdb is empty")
     try:
         env = open_read(path)
     except lmdb.Error as e:
-        why = str(e).replace(str(path), "").strip(": ") or type(e).__name__
-        raise damaged(path, f"LMDB cannot open it: {why}") from None
+        raise damaged(path, f"LMDB cannot open it: {_why(e, path)}") from None
     try:
         psize = env.stat()["psize"]
         need = (env.info()["last_pgno"] + 1) * psize
@@ -169,14 +187,9 @@ def shared_env(path: str | Path) -> lmdb.Environment:
     """
     path = Path(path)
     key = _env_key(path)
-    env = _ENVS.get(key)
-    if env is None:
-        env = _ENVS[key] = _open_checked(path)
-    return env
-
-
-def _is_open(env: lmdb.Environment) -> bool:
-    return any(e is env for e in _ENVS.values())
+    if key not in _ENVS:
+        _ENVS[key] = _open_checked(path)
+    return _ENVS[key]
 
 
 class _Views:
@@ -185,8 +198,7 @@ class _Views:
     A view (``memoryview`` into LMDB's memory map) stays valid while the transaction is open; the store is read-only
     and never modified in place (writers build a new folder and rename it), so the transaction may live as long as
     the environment. Views cost ~0.3 KB of RAM each, not the vector: the data stays in the page cache. The map is
-    cleared when it holds more than ``cap`` views, so memory is bounded for any catalogue size. Closing the
-    environment (:func:`_release`, fork) drops the views first.
+    cleared when it holds more than ``cap`` views, so memory is bounded for any catalogue size.
     """
 
     def __init__(self, env: lmdb.Environment, cap: int):
@@ -195,7 +207,7 @@ class _Views:
         self.map: dict[str, memoryview] = {}
         self.lock = threading.Lock()
 
-    def fill(self, keys: Sequence[str], row_bytes: int, path: Path, dtype: np.dtype = DTYPES["float32"]) -> None:
+    def fill(self, keys: Sequence[str], row_bytes: int, path: Path, dtype: np.dtype) -> None:
         """Look up the keys not yet held; each new value's size and finiteness is checked once, before it is kept."""
         distinct = list(dict.fromkeys(keys))
         with self.lock:  # an LMDB transaction serves one thread at a time
@@ -203,18 +215,13 @@ class _Views:
             if len(self.map) + len(new) > self.cap:
                 self.map.clear()
                 new = distinct
-            get = self.txn.get
-            missing: list[str] = []
-            found: dict[str, memoryview] = {}
-            for k in new:
-                v = get(k.encode("utf-8"))
-                if v is None:
-                    missing.append(k)
-                elif len(v) != row_bytes:
+            found = {k: self.txn.get(k.encode("utf-8")) for k in new}
+            missing = [k for k, v in found.items() if v is None]
+            found = {k: v for k, v in found.items() if v is not None}
+            for k, v in found.items():
+                if len(v) != row_bytes:
                     raise LearnError(f"item store {path}: item {k!r} has {len(v)} bytes, expected {row_bytes}; "
                                      "the store is corrupt (a value has the wrong size)")
-                else:
-                    found[k] = v
             if found:
                 rows = np.frombuffer(bytearray().join(found.values()), dtype).reshape(len(found), -1)
                 check_finite(path, list(found), rows)
@@ -225,29 +232,8 @@ class _Views:
 
     def close(self) -> None:
         self.map.clear()
-        try:
+        with suppress(lmdb.Error):
             self.txn.abort()
-        except lmdb.Error:
-            pass
-
-
-_VIEWS: dict[tuple[int, int, int], _Views] = {}  # keyed like _ENVS
-# stores whose value sizes were checked in this process: (env key, file size, mtime, row bytes)
-_LAYOUT_OK: set[tuple] = set()
-
-
-def check_finite(path: str | Path, keys: Sequence[str], rows: np.ndarray) -> None:
-    """Raise a one-line :class:`LearnError` naming the store when any of ``rows`` (``[len(keys), dim]``) is NaN/Inf."""
-    if not np.isfinite(rows).all():
-        bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
-        raise LearnError(f"item store {path}: {len(bad)} item vectors are not finite (NaN/Inf), e.g. {_names(bad)}; "
-                         "rebuild it with `python -m learn embed --overwrite` (a finite store is needed for metrics)")
-
-
-def _drop_views(key: tuple[int, int, int]) -> None:
-    views = _VIEWS.pop(key, None)
-    if views is not None:
-        views.close()
 
 
 class ItemStore:
@@ -261,14 +247,12 @@ class ItemStore:
         if not is_lmdb_dir(self.path):
             raise LearnError(f"{self.path} is not an LMDB item store (no data.mdb)")
         self._env: lmdb.Environment | None = None
-        self._pid = -1
         try:
             env = self._get_env()
             with env.begin(buffers=False) as txn:
                 raw = txn.get(META_KEY)
                 legacy = raw is None and txn.get(b"num_samples") is not None
-            entries = env.stat()["entries"]
-            self._validate(raw, legacy, entries)
+            self._validate(raw, legacy, env.stat()["entries"])
             self.dim = int(self.meta.dim)
             self._np_dtype = DTYPES[self.meta.dtype]
             self._row_bytes = self.dim * self._np_dtype.itemsize
@@ -277,8 +261,7 @@ class ItemStore:
             self._env = None
             _release(self.path)
             if isinstance(e, lmdb.Error):
-                why = str(e).replace(str(self.path), "").strip(": ") or type(e).__name__
-                raise damaged(self.path, f"LMDB: {why}") from None
+                raise damaged(self.path, f"LMDB: {_why(e, self.path)}") from None
             raise
 
     def _check_layout(self, env: lmdb.Environment) -> None:
@@ -289,7 +272,7 @@ class ItemStore:
             return
         with env.begin(buffers=True) as txn:
             for k, v in txn.cursor().iternext(keys=True, values=True):
-                if len(v) != self._row_bytes and bytes(k) not in RESERVED_KEYS:
+                if len(v) != self._row_bytes and bytes(k) != META_KEY:
                     raise damaged(self.path, f"item {bytes(k)[:40].decode('utf-8', 'replace')!r} has {len(v)} "
                                   f"bytes, expected {self._row_bytes} ({self.dim} x {self.meta.dtype})")
         _LAYOUT_OK.add(stamp)
@@ -316,16 +299,14 @@ class ItemStore:
 
     # -- lazy per-process environment -------------------------------------------------------------------------
     def _get_env(self) -> lmdb.Environment:
-        if self._env is None or self._pid != os.getpid() or not _is_open(self._env):
+        # reopened when unpickled, in a forked child (which closed its parent's environments) and after _release
+        if self._env is None or _ENVS.get(self._key) is not self._env:
             self._key = _env_key(self.path)  # this reader's snapshot: the store file as it was when opened
             self._env = shared_env(self.path)
-            self._pid = os.getpid()
         return self._env
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_env"], state["_pid"] = None, -1
-        return state
+        return {**self.__dict__, "_env": None}
 
     def close(self) -> None:
         """Drop this reader's handle (the per-process environment stays open for other readers of the store)."""
@@ -359,7 +340,7 @@ class ItemStore:
         return self.get([key])[0]
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str) or key.encode("utf-8") in RESERVED_KEYS:
+        if not isinstance(key, str) or key.encode("utf-8") == META_KEY:
             return False
         with self._get_env().begin(buffers=True) as txn:
             return txn.get(key.encode("utf-8")) is not None
@@ -371,39 +352,25 @@ class ItemStore:
         """All item keys, in byte order."""
         with self._get_env().begin(buffers=True) as txn:
             return [bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)
-                    if bytes(k) not in RESERVED_KEYS]
+                    if bytes(k) != META_KEY]
 
     def items(self, chunk: int = 4096) -> Iterator[tuple[list[str], np.ndarray]]:
         """Iterate ``(keys, float32 [n, dim])`` chunks in key order (for exports)."""
         with self._get_env().begin(buffers=True) as txn:
-            ks: list[str] = []
-            vs: list[bytes] = []
-            for k, v in txn.cursor():
-                if bytes(k) in RESERVED_KEYS:
-                    continue
-                ks.append(bytes(k).decode("utf-8"))
-                vs.append(bytes(v))
-                if len(ks) == chunk:
-                    yield ks, self._rows(ks, vs)
-                    ks, vs = [], []
-            if ks:
-                yield ks, self._rows(ks, vs)
-
-    def _rows(self, keys: list[str], values: list[bytes]) -> np.ndarray:
-        rows = np.frombuffer(b"".join(values), self._np_dtype).reshape(-1, self.dim).astype(np.float32)
-        check_finite(self.path, keys, rows)
-        return rows
+            pairs = ((bytes(k), bytes(v)) for k, v in txn.cursor() if bytes(k) != META_KEY)
+            while batch := list(islice(pairs, chunk)):
+                keys = [k.decode("utf-8") for k, _ in batch]
+                rows = np.frombuffer(b"".join(v for _, v in batch), self._np_dtype).reshape(-1, self.dim)
+                check_finite(self.path, keys, rows)
+                yield keys, rows.astype(np.float32)
 
     def to_array(self, keys: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Load the whole store (or ``keys``) into RAM: ``(keys, float32 [n, dim])``."""
         if keys is not None:
             return list(keys), self.get(keys)
-        ks: list[str] = []
-        parts: list[np.ndarray] = []
-        for k, v in self.items():
-            ks += k
-            parts.append(v)
-        return ks, (np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32))
+        chunks = list(self.items())
+        all_keys = [k for ks, _ in chunks for k in ks]
+        return all_keys, (np.concatenate([v for _, v in chunks]) if chunks else np.empty((0, self.dim), np.float32))
 
     def check(self, dim: int | None = None, model: str | None = None) -> None:
         """Raise a :class:`LearnError` when the store's dimension or model differs from what the caller expects."""
@@ -434,12 +401,6 @@ def _to_float32(half: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
     return out
 
 
-def _move_into_place(src: Path, dst: Path, overwrite: bool) -> None:
-    if dst.exists() and not overwrite:
-        raise LearnError(f"{dst} already exists (pass --overwrite to replace it)")
-    replace_dir(src, dst)
-
-
 class StoreWriter:
     """Write vectors into a work LMDB and rename it to ``path`` on :meth:`finalize`.
 
@@ -447,8 +408,8 @@ class StoreWriter:
     finalizing. With ``work_dir`` the folder is persistent (created or reopened, kept on errors): a resumable run
     writes batches as they finish and a rerun sees them in :meth:`done_keys`.
 
-    ``extra_records`` (bytes key -> bytes) are reserved bookkeeping keys (e.g. a run configuration) that are removed at
-    :meth:`finalize`.
+    Reserved bookkeeping keys (:meth:`reserve`, :meth:`put_record`, e.g. a run configuration) are kept out of the
+    counts and removed at :meth:`finalize`.
     """
 
     def __init__(self, path: str | Path, dtype: str = "float32", *, work_dir: str | Path | None = None,
@@ -460,13 +421,11 @@ class StoreWriter:
         self.overwrite = overwrite
         self.persistent = work_dir is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if work_dir is None:
-            self.work = make_temp_dir(self.path)  # umask-based mode, not mkdtemp's 0700
-        else:
-            self.work = Path(work_dir)
-            self.work.mkdir(parents=True, exist_ok=True)
+        # a temporary folder gets the umask-based mode, not mkdtemp's 0700
+        self.work = make_temp_dir(self.path) if work_dir is None else Path(work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
         self.dim: int | None = None
-        self._reserved: set[bytes] = set(RESERVED_KEYS)
+        self._reserved: set[bytes] = {META_KEY}
         # metasync=False: each commit is still atomic and survives a killed process (ACI, not D on power loss)
         self._env = lmdb.open(str(self.work), map_size=_INITIAL_MAP_SIZE, subdir=True, meminit=False, metasync=False)
         self._env.set_mapsize(max(self._env.info()["map_size"], _INITIAL_MAP_SIZE))
@@ -496,10 +455,6 @@ class StoreWriter:
         self.reserve(key)
         self._write(lambda txn: txn.put(key, value))
 
-    def get_record(self, key: bytes) -> bytes | None:
-        with self._env.begin() as txn:
-            return txn.get(key)
-
     def put_many(self, keys: Sequence[str], array: np.ndarray) -> None:
         """Write one batch in one transaction (committed, so it survives a crash of the process)."""
         array = np.asarray(array)
@@ -524,28 +479,20 @@ class StoreWriter:
             if len(sizes) != 1:
                 raise LearnError(f"{self.path}: put_raw values of different sizes {sorted(sizes)}")
             keys = [bytes(k).decode("utf-8", "replace") for k, _ in pairs]
-            rows = np.frombuffer(b"".join(v for _, v in pairs), DTYPES[self.dtype]).reshape(len(pairs), -1)
-            self._refuse_non_finite(keys, rows)
+            self._refuse_non_finite(keys, np.frombuffer(b"".join(v for _, v in pairs), DTYPES[self.dtype])
+                                    .reshape(len(pairs), -1))
         self._write(lambda txn: txn.cursor().putmulti(pairs))
 
     def _refuse_non_finite(self, keys: Sequence[str], rows: np.ndarray, hint: str = "") -> None:
-        if not np.isfinite(rows).all():
-            bad = [k for k, row in zip(keys, rows) if not np.isfinite(row).all()]
+        if bad := _non_finite(keys, rows):
             raise LearnError(f"{self.path}: refusing to write non-finite (NaN/Inf) vectors for {len(bad)} items "
                              f"(e.g. {_names(bad)}{hint})")
 
     def copy_from(self, txn: lmdb.Transaction, keep: Callable[[bytes], bool], chunk: int = 4096) -> None:
         """Copy the records of another store's read transaction whose key passes ``keep``, ``chunk`` at a time."""
-        pairs: list[tuple[bytes, bytes]] = []
-        for k, v in txn.cursor():
-            kb = bytes(k)
-            if keep(kb):
-                pairs.append((kb, bytes(v)))
-            if len(pairs) >= chunk:
-                self.put_raw(pairs)
-                pairs = []
-        if pairs:
-            self.put_raw(pairs)
+        pairs = ((bytes(k), bytes(v)) for k, v in txn.cursor() if keep(bytes(k)))
+        while batch := list(islice(pairs, chunk)):
+            self.put_raw(batch)
 
     def delete_many(self, keys: Iterable[str]) -> None:
         enc = [k.encode("utf-8") for k in keys]
@@ -561,32 +508,25 @@ class StoreWriter:
             reserved = sum(txn.get(k) is not None for k in self._reserved)
         return self._env.stat()["entries"] - reserved
 
-    def _infer_dim(self) -> int:
-        if self.dim is None:
-            with self._env.begin() as txn:
-                for k, v in txn.cursor():
-                    if k not in self._reserved:
-                        self.dim = len(v) // DTYPES[self.dtype].itemsize
-                        break
-        if self.dim is None:
-            raise LearnError(f"refusing to finalize an empty item store {self.path}")
-        return self.dim
-
     def finalize(self, meta: StoreMeta | dict | None = None) -> Path:
         """Drop bookkeeping keys, write ``__meta__`` (count, dim, dtype filled in) and rename into place."""
-        dim = self._infer_dim()
-        meta = StoreMeta(**meta) if isinstance(meta, dict) else (meta or StoreMeta(dim=dim, dtype=self.dtype, count=0))
-        meta.dim, meta.dtype = dim, self.dtype
-        meta.created = meta.created or _now()
-        extra_keys = [k for k in self._reserved if k not in RESERVED_KEYS]
-
-        if extra_keys:
-            self._write(lambda txn: [txn.delete(k) for k in extra_keys])
-        meta.count = self._env.stat()["entries"] - int(self.get_record(META_KEY) is not None)
+        if self.dim is None:  # a resumed run: the size of the vectors already written
+            with self._env.begin() as txn:
+                size = next((len(v) for k, v in txn.cursor() if k not in self._reserved), None)
+            if size is None:
+                raise LearnError(f"refusing to finalize an empty item store {self.path}")
+            self.dim = size // DTYPES[self.dtype].itemsize
+        meta = StoreMeta(**meta) if isinstance(meta, dict) else (meta or StoreMeta(dim=0, dtype=self.dtype, count=0))
+        meta.dim, meta.dtype = self.dim, self.dtype
+        meta.created = meta.created or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self._write(lambda txn: [txn.delete(k) for k in self._reserved - {META_KEY}])
+        meta.count = self.count()
         self._write(lambda txn: txn.put(META_KEY, meta.to_json()))
         self._env.sync(True)
         self._env.close()
-        _move_into_place(self.work, self.path, self.overwrite)
+        if self.path.exists() and not self.overwrite:
+            raise LearnError(f"{self.path} already exists (pass --overwrite to replace it)")
+        replace_dir(self.work, self.path)
         self._finalized = True
         self.meta = meta
         return self.path

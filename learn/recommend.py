@@ -24,14 +24,15 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from learn.errors import ArgumentParser, LearnError
-from learn.io import atomic_open
+from learn.io import atomic_open, read_json
 
 HISTORY_FROM = ("full", "test", "val")
 
@@ -49,26 +50,27 @@ class Inference:
     n_catalogue: int  # the first n_catalogue candidates are the dataset's items (index = dataset item index)
     max_history: int
     device: torch.device
-    _row: dict[str, int] | None = field(default=None, repr=False)
-    _users: dict[str, str] | None = field(default=None, repr=False)
-    _split_users: set[str] | None = field(default=None, repr=False)
-    _table: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def n_new(self) -> int:
         return len(self.keys) - self.n_catalogue
 
+    @cached_property
     def device_table(self) -> torch.Tensor:
         """The item text vectors on the model's device (moved once)."""
-        if self._table is None:
-            self._table = self.table.to(self.device)
-        return self._table
+        return self.table.to(self.device)
+
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.keys)}
 
     def row(self, key: str) -> int | None:
         """Candidate row of an original item id (None if unknown)."""
-        if self._row is None:
-            self._row = {k: i for i, k in enumerate(self.keys)}
-        return self._row.get(key)
+        return self._rows.get(key)
+
+    @cached_property
+    def split_users(self) -> set[str]:
+        return set(self.dataset.train) | set(self.dataset.val) | set(self.dataset.test)
 
     def user_key(self, user: str) -> str:
         """The split key of an original user id (``umap.json``); a split key itself is accepted too."""
@@ -79,25 +81,17 @@ class Inference:
             return user
         raise LearnError(f"unknown user {user!r}: not in {ds.root / 'umap.json'} (original user ids)")
 
-    @property
-    def split_users(self) -> set[str]:
-        if self._split_users is None:
-            self._split_users = set(self.dataset.train) | set(self.dataset.val) | set(self.dataset.test)
-        return self._split_users
+    @cached_property
+    def _original_users(self) -> dict[str, str]:
+        return {str(v): k for k, v in self.dataset.umap.items()}
 
     def original_user(self, key: str) -> str:
-        if self._users is None:
-            self._users = {str(v): k for k, v in self.dataset.umap.items()}
-        return self._users.get(key, key)
+        return self._original_users.get(key, key)
 
     def history(self, user_key: str, history_from: str) -> list[int]:
         """Candidate rows of the user's history (all of it; the user tower reads the last max_history)."""
         ds = self.dataset
         return ds.sequence(user_key) if history_from == "full" else ds.history(user_key, history_from)
-
-
-def _weights_folder(weights: Path) -> Path:
-    return weights.parent if weights.suffix == ".safetensors" else weights
 
 
 def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device: str = "auto",
@@ -111,23 +105,19 @@ def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device
     dev = pick_device(device)
     weights = resolve_weights(ckpt)
     verify_weights(weights)  # the sha256 manifest, before anything is loaded (as learn eval)
-    folder = _weights_folder(weights)
+    folder = weights.parent if weights.suffix == ".safetensors" else weights
     model = load_pretrained(folder).to(dev)
-    if max_history is None:
-        max_history = _run_max_history(weights)
+    max_history = _run_max_history(weights) if max_history is None else max_history
     ev = load_bundle(data, store)
     check_model_store(model, folder, ev.store)
-    keys = list(ev.dataset.item_keys)
-    table = ev.table
-    if new_items:
-        known = ev.dataset.smap
-        extra = [k for k in ev.store.keys() if k not in known]
-        if extra and not model.cfg.text_input:  # refused before the new items' vectors are read
-            raise LearnError(f"{store} holds {len(extra)} items outside the training catalogue, and this model "
-                             "has no text input (model.text_input=false): pass --catalogue-only")
-        if extra:
-            table = torch.cat([table, torch.from_numpy(ev.store.get(extra))])
-            keys += extra
+    keys, table = list(ev.dataset.item_keys), ev.table
+    extra = [k for k in ev.store.keys() if k not in ev.dataset.smap] if new_items else []
+    if extra and not model.cfg.text_input:  # refused before the new items' vectors are read
+        raise LearnError(f"{store} holds {len(extra)} items outside the training catalogue, and this model "
+                         "has no text input (model.text_input=false): pass --catalogue-only")
+    if extra:
+        table = torch.cat([table, torch.from_numpy(ev.store.get(extra))])
+        keys += extra
     return Inference(model, folder, ev.dataset, ev.store, keys, table, len(ev.dataset.item_keys), max_history, dev)
 
 
@@ -137,24 +127,13 @@ def _known_ids(model, n: int) -> int:
     return min(n, model.cfg.num_items) if model.cfg.uses_item_ids else n
 
 
-def _id_extra(model, ids: torch.Tensor, known: torch.Tensor) -> torch.Tensor | None:
-    """ID vectors for ``ids`` with zeros for items without a trained id (``known`` False)."""
-    if model.id_embedding is None:
-        return None
-    safe = torch.where(known, ids, torch.zeros_like(ids))
-    return model.id_embedding(safe) * known.unsqueeze(-1).to(model.id_embedding.weight.dtype)
-
-
 @torch.no_grad()
 def encode_items(inf: Inference, chunk_size: int = 8192) -> torch.Tensor:
     """[len(keys), embedding_dim] float32 item embeddings on the device (new items: see the module docstring)."""
-    model = inf.model
-    table = inf.device_table()
+    model, table = inf.model, inf.device_table
     n_known = _known_ids(model, len(inf.keys))
-    with_ids = model.cfg.uses_item_ids
-    ids = torch.arange(n_known, device=inf.device)
-    items = model.encode_catalogue(table[:n_known], ids if with_ids else None, chunk_size=chunk_size,
-                                   checkpoint=False).float()
+    ids = torch.arange(n_known, device=inf.device) if model.cfg.uses_item_ids else None
+    items = model.encode_catalogue(table[:n_known], ids, chunk_size=chunk_size, checkpoint=False).float()
     if n_known == len(inf.keys):
         return items
     tower = model.item_tower if model.item_tower is not None else model.tower
@@ -163,7 +142,7 @@ def encode_items(inf: Inference, chunk_size: int = 8192) -> torch.Tensor:
     for start in range(n_known, len(inf.keys), chunk_size):
         x = table[start:start + chunk_size]
         extra = None
-        if model.id_embedding is not None:
+        if model.id_embedding is not None:  # zero ID vectors: the embedding's prior mean
             extra = x.new_zeros(x.shape[0], 1, model.cfg.hidden_size, dtype=model.id_embedding.weight.dtype)
         vec = tower(x[:, None, :], None, extra).squeeze(1).float()
         if bias is not None:
@@ -183,14 +162,16 @@ def encode_histories(inf: Inference, histories: Sequence[Sequence[int]], batch_s
     out = []
     for start in range(0, len(histories), batch_size):
         rows = [np.asarray(list(h)[-inf.max_history:], dtype=np.int64) for h in histories[start:start + batch_size]]
-        hist, mask = pad(rows)
-        hist, mask = hist.to(inf.device), mask.to(inf.device)
-        x = inf.device_table()[hist]
+        hist, mask = (t.to(inf.device) for t in pad(rows))
+        x = inf.device_table[hist]
         if not with_ids or int(hist.max()) < n_known:
             out.append(model.encode_users(x, mask, hist if with_ids else None).float())
         else:  # a history holding items without a trained id (new items): zero ID vectors for those
+            extra, known = None, hist < n_known
+            if model.id_embedding is not None:
+                extra = model.id_embedding(torch.where(known, hist, torch.zeros_like(hist)))
+                extra = extra * known.unsqueeze(-1).to(model.id_embedding.weight.dtype)
             readout = (mask.sum(1) - 1).clamp(min=0)
-            extra = _id_extra(model, hist, hist < n_known)
             out.append(model._users_out(model.tower(x, mask, extra, readout=readout).squeeze(1)).float())
     if not out:
         return torch.zeros(0, model.cfg.embedding_dim, device=inf.device)
@@ -246,18 +227,8 @@ def topk_blocked(users: torch.Tensor, items: torch.Tensor, k: int, exclude: Sequ
 
 
 # ------------------------------------------------------------------------------------------------- exports
-@dataclass
-class ExportIndex:
-    """A ``learn export`` folder's FAISS index of items with the item ids of its rows."""
-
-    path: Path
-    index: object  # faiss.Index
-    item_ids: list[str]
-    info: dict
-
-
-def load_export_index(path: str | Path, dim: int | None = None) -> ExportIndex:
-    """Read ``index.faiss`` + ``item_ids.json`` (+ ``export.json``); ``dim`` checks the vectors' size."""
+def load_export_index(path: str | Path, dim: int | None = None) -> tuple[object, list[str]]:
+    """(faiss index, item id of each row) of a ``learn export`` folder; ``dim`` checks the vectors' size."""
     import faiss
 
     path = Path(path)
@@ -268,7 +239,7 @@ def load_export_index(path: str | Path, dim: int | None = None) -> ExportIndex:
     try:
         index = faiss.read_index(str(files[0]))
         ids = json.loads(files[1].read_text())
-        info = json.loads(files[2].read_text())
+        json.loads(files[2].read_text())  # readable, though nothing in it is needed here
     except (RuntimeError, ValueError, OSError) as e:
         raise LearnError(f"{path}: unreadable export ({str(e).strip().splitlines()[0][:200]})") from None
     if index.ntotal != len(ids):
@@ -276,38 +247,28 @@ def load_export_index(path: str | Path, dim: int | None = None) -> ExportIndex:
     if dim is not None and index.d != dim:
         raise LearnError(f"{path}: index vectors have dim {index.d}, the checkpoint's embeddings have dim {dim} "
                          f"(export made with another model?)")
-    return ExportIndex(path, index, ids, info)
+    return index, ids
 
 
-def search_index(exp: ExportIndex, users: torch.Tensor, k: int, exclude: Sequence[Sequence[str]] | None = None
-                 ) -> tuple[np.ndarray, list[list[str]]]:
-    """(scores [U,k] float32, item ids per user) from the FAISS index; ``exclude[u]`` are item ids to drop."""
+def search_index(index, item_ids: list[str], users: torch.Tensor, k: int,
+                 exclude: Sequence[Sequence[str]] | None = None) -> list[tuple[list[str], list[float]]]:
+    """(item ids, scores) per user from the FAISS index; ``exclude[u]`` are item ids to drop."""
     q = np.ascontiguousarray(users.detach().float().cpu().numpy())
     extra = max((len(set(e)) for e in exclude), default=0) if exclude is not None else 0
-    kk = max(1, min(exp.index.ntotal, k + extra))
-    scores, rows = exp.index.search(q, kk)
-    out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
-    out_ids: list[list[str]] = []
+    scores, rows = index.search(q, max(1, min(index.ntotal, k + extra)))
+    out = []
     for u in range(len(q)):
         drop = set(exclude[u]) if exclude is not None else set()
-        got = [(float(s), exp.item_ids[r]) for s, r in zip(scores[u], rows[u], strict=True)
-               if r >= 0 and exp.item_ids[r] not in drop][:k]
-        out_s[u, : len(got)] = [s for s, _ in got]
-        out_ids.append([i for _, i in got])
-    return out_s, out_ids
+        got = [(item_ids[r], float(s)) for s, r in zip(scores[u], rows[u], strict=True)
+               if r >= 0 and item_ids[r] not in drop][:k]
+        out.append(([i for i, _ in got], [s for _, s in got]))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- output
-def _item_titles(dataset, extra_meta: dict | None) -> dict:
-    return {**(dataset.item_texts or {}), **dataset.meta, **(extra_meta or {})}
-
-
 def title_of(titles: dict, key: str) -> str:
     entry = titles.get(key)
-    if isinstance(entry, dict):
-        text = entry.get("title") or entry.get("name") or ""
-    else:
-        text = entry or ""
+    text = (entry.get("title") or entry.get("name") if isinstance(entry, dict) else entry) or ""
     text = " ".join(str(text).split())
     return text if len(text) <= 90 else text[:87] + "..."
 
@@ -316,17 +277,14 @@ def _parse_history(inf: Inference, spec: str) -> list[int]:
     keys = [k.strip() for k in spec.split(",") if k.strip()]
     if not keys:
         raise LearnError("--history: give item ids separated by commas, e.g. --history B0001,B0002")
-    rows = []
     for k in keys:
-        r = inf.row(k)
-        if r is None and k in inf.store:
+        if inf.row(k) is None and k in inf.store:
             raise LearnError(f"--history: item id {k!r} is outside the dataset catalogue and --catalogue-only leaves "
                              "such items out")
-        if r is None:
+        if inf.row(k) is None:
             raise LearnError(f"--history: unknown item id {k!r} (not in the dataset catalogue nor in the item store "
                              f"{inf.store.path})")
-        rows.append(r)
-    return rows
+    return [inf.row(k) for k in keys]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,32 +317,24 @@ def main(argv: list[str]) -> int:
         raise LearnError("-k must be >= 1")
     if args.all and not args.out:
         raise LearnError("--all writes every user's list to a file: pass --out recs.jsonl")
-    extra_meta = None
-    if args.meta:
-        from learn.io import read_json
-
-        extra_meta = read_json(args.meta)
-        if not isinstance(extra_meta, dict):
-            raise LearnError(f"{args.meta}: expected a JSON object {{item id: title or fields}}")
+    extra_meta = read_json(args.meta) if args.meta else {}
+    if not isinstance(extra_meta, dict):
+        raise LearnError(f"{args.meta}: expected a JSON object {{item id: title or fields}}")
     inf = load_inference(args.ckpt, args.data, args.store, args.device, args.max_history,
                          new_items=not args.catalogue_only)
-    titles = _item_titles(inf.dataset, extra_meta)
-    exp = load_export_index(args.index, inf.model.cfg.embedding_dim) if args.index else None
-    items = encode_items(inf) if exp is None else None
+    titles = {**(inf.dataset.item_texts or {}), **inf.dataset.meta, **extra_meta}
+    index, index_ids = load_export_index(args.index, inf.model.cfg.embedding_dim) if args.index else (None, None)
+    items = encode_items(inf) if index is None else None
 
     def rank(histories: list[list[int]]) -> list[tuple[list[str], list[float]]]:
+        """(item ids, scores) of each history's top k."""
         users = encode_histories(inf, histories, args.batch_size)
-        if exp is not None:
+        if index is not None:
             ex = [[inf.keys[r] for r in h] for h in histories] if args.exclude_history else None
-            scores, ids = search_index(exp, users, args.k, ex)
-            return [(ids[u], scores[u, : len(ids[u])].tolist()) for u in range(len(ids))]
+            return search_index(index, index_ids, users, args.k, ex)
         scores, rows = topk_blocked(users, items, args.k, histories if args.exclude_history else None)
-        scores, rows = scores.cpu(), rows.cpu()
-        out = []
-        for s, r in zip(scores.tolist(), rows.tolist(), strict=True):
-            keep = [j for j, row in enumerate(r) if row >= 0]
-            out.append(([inf.keys[r[j]] for j in keep], [s[j] for j in keep]))
-        return out
+        return [([inf.keys[r] for r in rr if r >= 0], [s for s, r in zip(ss, rr, strict=True) if r >= 0])
+                for ss, rr in zip(scores.tolist(), rows.tolist(), strict=True)]
 
     if args.all:
         return _recommend_all(inf, args, rank, titles)
@@ -393,24 +343,20 @@ def main(argv: list[str]) -> int:
     else:
         jobs = []
         for user in args.user:
-            hist = inf.history(inf.user_key(user), args.history_from)
-            if not hist:
+            jobs.append((user, inf.history(inf.user_key(user), args.history_from)))
+            if not jobs[-1][1]:
                 raise LearnError(f"user {user!r} has no history items before the {args.history_from} split")
-            jobs.append((user, hist))
-    results = rank([h for _, h in jobs])
-    n_cand = len(exp.item_ids) if exp is not None else len(inf.keys)
+    n_cand = len(index_ids) if index is not None else len(inf.keys)
     records = []
-    for (user, hist), (ids, scores) in zip(jobs, results, strict=True):
+    for (user, hist), (ids, scores) in zip(jobs, rank([h for _, h in jobs]), strict=True):
         last = inf.keys[hist[-1]]
         print(f"user {user}: {len(hist)} history items (last: {last} {title_of(titles, last)!r}); "
               f"top {len(ids)} of {n_cand:,} items")
         for r, (key, s) in enumerate(zip(ids, scores, strict=True), 1):
             new = "  [new]" if (inf.row(key) or 0) >= inf.n_catalogue else ""
             print(f"  {r:3d}  {key:<14} {s:8.4f}  {title_of(titles, key)}{new}")
-        rec = {"user": user, "items": ids, "scores": scores, "titles": [title_of(titles, k) for k in ids]}
-        if args.history is not None:
-            rec = {"history": [inf.keys[r] for r in hist], **{k: v for k, v in rec.items() if k != "user"}}
-        records.append(rec)
+        who = {"history": [inf.keys[r] for r in hist]} if args.history is not None else {"user": user}
+        records.append({**who, "items": ids, "scores": scores, "titles": [title_of(titles, k) for k in ids]})
     if args.out:
         with atomic_open(args.out) as f:
             for rec in records:
@@ -430,19 +376,14 @@ def _recommend_all(inf: Inference, args, rank, titles) -> int:
     written = skipped = 0
     with atomic_open(args.out) as f:
         for u0 in range(0, len(users), block):
-            keys, hists = [], []
-            for u in users[u0:u0 + block]:
-                h = inf.history(u, args.history_from)
-                if h:
-                    keys.append(u)
-                    hists.append(h)
-                else:
-                    skipped += 1
-            for u, (ids, scores) in zip(keys, rank(hists) if hists else [], strict=True):
+            chunk = users[u0:u0 + block]
+            hists = {u: h for u in chunk if (h := inf.history(u, args.history_from))}
+            for u, (ids, scores) in zip(hists, rank(list(hists.values())) if hists else [], strict=True):
                 f.write(json.dumps({"user": inf.original_user(u), "items": ids, "scores": scores},
                                    ensure_ascii=False) + "\n")
-                written += 1
-            bar.update(min(block, len(users) - u0))
+            written += len(hists)
+            skipped += len(chunk) - len(hists)
+            bar.update(len(chunk))
     bar.close()
     note = f" ({skipped} without history skipped)" if skipped else ""
     print(f"wrote {args.out}: top {args.k} for {written:,} users{note}")

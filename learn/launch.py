@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 
 # The exit code is the failed worker's when it is a plain exit code (2 for bad input, as in ``python -m learn``),
 # else torchrun's.
@@ -16,6 +19,13 @@ _AGENT_TRACEBACK = "Traceback (most recent call last):"
 _CHILD_FAILED = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError"
 _SIGNALLED = re.compile(r"torch\.distributed\.elastic\.multiprocessing\.api\.SignalException: .* got signal: (\d+)")
 _EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(: .*)?$")  # "ValueError: ...", "KeyboardInterrupt"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class _LauncherFilter:
@@ -46,8 +56,12 @@ class _LauncherFilter:
         elif _EXCEPTION.match(body) and self.indented.get(prefix) and not body.startswith(_CHILD_FAILED):
             self.exception_line = body  # e.g. "RuntimeError: ..." after a traceback's indented source lines
         self.indented[prefix] = body[:1].isspace()
-        if self.table:
-            self._table_line(bare)
+        if self.table:  # torchrun's failure table: only its "Root Cause" fields are kept
+            if bare.startswith("Root Cause"):
+                self.in_cause = True
+            elif self.in_cause and ":" in bare:
+                key, _, value = bare.partition(":")
+                self.cause.setdefault(key.strip(), value.strip())
         elif self.held is None:
             if bare == _AGENT_TRACEBACK:  # torchrun's own, or a worker's before the process group existed
                 self.held = [text]
@@ -61,13 +75,6 @@ class _LauncherFilter:
                 self.held, self.signal = None, int(m.group(1))
             elif self.exception_line == body or len(self.held) > 500:  # a worker's traceback: show it
                 self.flush()
-
-    def _table_line(self, bare: str) -> None:
-        if bare.startswith("Root Cause"):
-            self.in_cause = True
-        elif self.in_cause and ":" in bare:
-            key, _, value = bare.partition(":")
-            self.cause.setdefault(key.strip(), value.strip())
 
     def flush(self) -> None:
         if self.held:
@@ -84,21 +91,10 @@ class _LauncherFilter:
         if self.error_line:
             return self.error_line, rc
         if self.signal:
-            import signal
-
-            try:
-                name = signal.Signals(self.signal).name
-            except ValueError:
-                name = f"signal {self.signal}"
-            return f"error: stopped by {name}; the workers were stopped too", 128 + self.signal
+            return f"error: stopped by {_signal_name(self.signal)}; the workers were stopped too", 128 + self.signal
         if worker_rc is not None and worker_rc < 0:
-            import signal
-
-            try:
-                how = f"was killed by {signal.Signals(-worker_rc).name}"
-            except ValueError:
-                how = f"was killed by signal {-worker_rc}"
-            return f"error: {who} {how}; torchrun stopped the others (see the lines above)", rc
+            how = f"was killed by {_signal_name(-worker_rc)}; torchrun stopped the others (see the lines above)"
+            return f"error: {who} {how}", rc
         last = f": {self.exception_line}" if self.exception_line else " (see the lines above)"
         if worker_rc is not None:
             return f"error: {who} exited with code {worker_rc}{last}", rc
@@ -107,19 +103,11 @@ class _LauncherFilter:
 
 def launch(torchrun_args: list[str], out=None) -> int:
     """Run torchrun with ``torchrun_args``; filter its stderr as described above; return the exit code."""
-    import signal
-    import subprocess
-    import sys
-
     out = out or sys.stderr
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *torchrun_args],
                             stderr=subprocess.PIPE)
-
-    def forward(signum, _frame):
-        proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGHUP, forward)
+    for forwarded in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(forwarded, lambda signum, _frame: proc.send_signal(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches torchrun directly (same process group)
     filt = _LauncherFilter(out)
     partial, shown = b"", 0  # the incomplete last line; how many of its bytes were written already
@@ -148,6 +136,4 @@ def launch(torchrun_args: list[str], out=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(launch(sys.argv[1:]))

@@ -44,7 +44,6 @@ PUBLISHED: dict[str, dict] = {
 }
 
 
-
 def _norm_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
@@ -63,8 +62,6 @@ def _find_published(dataset: str, published: dict, source_format: str | None = N
 
 _METRIC_ORDER = ["ndcg@10", "recall@10", "ndcg@20", "recall@20", "ndcg@50", "recall@50", "ndcg@200", "recall@200",
                  "mrr"]
-
-
 _METRIC_RE = re.compile(r"(ndcg|recall)@\d+")
 
 
@@ -85,38 +82,28 @@ def results_table(rows: list[dict], published: dict | None = None, digits: int =
     the published entry for that dataset has; missing cells are ``-``.
     """
     published = PUBLISHED if published is None else published
-    datasets: list[str] = []
-    ours: dict[str, dict[str, dict]] = {}
-    our_models: list[str] = []
+    ours: dict[str, dict[str, dict]] = {}  # dataset -> model -> row, in the order of first appearance
     for row in rows:
-        ds, model = str(row["dataset"]), str(row.get("model", "ours"))
-        if ds not in ours:
-            datasets.append(ds)
-            ours[ds] = {}
-        ours[ds][model] = row
-        if model not in our_models:
-            our_models.append(model)
-    pub_models: list[str] = []
-    for ds in datasets:
-        key = _find_published(ds, published, next(iter(ours[ds].values())).get("source_format"))
-        for model in published[key]["models"] if key else []:
-            if model not in pub_models:
-                pub_models.append(model)
+        ours.setdefault(str(row["dataset"]), {})[str(row.get("model", "ours"))] = row
+    our_models = list(dict.fromkeys(str(row.get("model", "ours")) for row in rows))
+    pub = {}  # dataset -> its published models' metrics
+    for ds, models in ours.items():
+        key = _find_published(ds, published, next(iter(models.values())).get("source_format"))
+        pub[ds] = published[key]["models"] if key else {}
+    pub_models = list(dict.fromkeys(m for models in pub.values() for m in models))
 
     def fmt(v) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.{digits}f}"
 
     header = ["Dataset", "Metric", *(f"{m} (published)" for m in pub_models), *our_models]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for ds in datasets:
-        key = _find_published(ds, published, next(iter(ours[ds].values())).get("source_format"))
-        pub = published[key]["models"] if key else {}
-        present = {k for r in ours[ds].values() for k in r} | {k for m in pub.values() for k in m}
+    for ds in ours:
+        present = {k for r in ours[ds].values() for k in r} | {k for m in pub[ds].values() for k in m}
         metrics = [m for m in _METRIC_ORDER if m in present]
         metrics += sorted(k for k in present if _METRIC_RE.fullmatch(str(k)) and k not in metrics)
         for j, metric in enumerate(metrics):
             cells = [ds if j == 0 else "", _metric_label(metric)]
-            cells += [fmt(pub.get(m, {}).get(metric)) for m in pub_models]
+            cells += [fmt(pub[ds].get(m, {}).get(metric)) for m in pub_models]
             cells += [fmt(ours[ds].get(m, {}).get(metric)) for m in our_models]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

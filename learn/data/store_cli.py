@@ -15,6 +15,9 @@ from __future__ import annotations
 import io
 import json
 import pickle
+from collections.abc import Iterator
+from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +35,8 @@ def _numpy_globals() -> dict[tuple[str, str], object]:
 
     allowed = {"_reconstruct": multiarray._reconstruct, "ndarray": np.ndarray, "dtype": np.dtype,
                "_frombuffer": numeric._frombuffer}
-    table = {}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric",
-                "numpy"):
-        for name, obj in allowed.items():
-            table[(mod, name)] = obj
-    return table
+    modules = ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric", "numpy")
+    return {(mod, name): obj for mod in modules for name, obj in allowed.items()}
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -93,10 +92,16 @@ def _meta_from(path: str | Path | None, dim: int, dtype: str, probe: tuple[str, 
     if not np.allclose(src.get_one(probe[0]), probe[1], atol=1e-3):
         print(f"note: not copying meta from {path} (its vectors differ from the imported ones)")
         return meta
-    m = src.meta
-    return StoreMeta(dim=dim, dtype=dtype, count=0, model=m.model, layer=m.layer, pooling=m.pooling,
-                     text_template_hash=m.text_template_hash, max_length=m.max_length, normalized=m.normalized,
-                     extra=dict(m.extra))
+    return replace(src.meta, dim=dim, dtype=dtype, count=0, created="", extra=dict(src.meta.extra))
+
+
+def _put_all(w: StoreWriter, vectors: Iterator[tuple[str, np.ndarray]]) -> int:
+    """Write ``(key, vector)`` pairs ``_CHUNK`` at a time; returns how many were written."""
+    n = 0
+    while batch := list(islice(vectors, _CHUNK)):
+        w.put_many([k for k, _ in batch], np.stack([v for _, v in batch]))
+        n += len(batch)
+    return n
 
 
 def import_txt(files: list[str | Path], out: str | Path, dtype: str = "float32", overwrite: bool = False,
@@ -104,12 +109,12 @@ def import_txt(files: list[str | Path], out: str | Path, dtype: str = "float32",
     """Import one or more ``ASIN\\x01v1,v2,...`` files (later duplicates of a key are an error)."""
     seen: set[str] = set()
     probe = None
-    with StoreWriter(out, dtype, overwrite=overwrite) as w:
+
+    def vectors(w: StoreWriter) -> Iterator[tuple[str, np.ndarray]]:
+        nonlocal probe
         for file in map(Path, files):
             if not file.is_file():
                 raise DataError(file, "file not found")
-            keys: list[str] = []
-            rows: list[np.ndarray] = []
             with open(file, encoding="utf-8") as f:
                 for lineno, line in enumerate(f, 1):
                     line = line.rstrip("\n")
@@ -124,23 +129,18 @@ def import_txt(files: list[str | Path], out: str | Path, dtype: str = "float32",
                         raise DataError(file, f"line {lineno}: item {key!r} has a non-numeric value") from None
                     if not np.isfinite(vec).all():
                         raise DataError(file, f"line {lineno}: item {key!r} has a non-finite value (NaN/Inf)")
-                    if w.dim is None and not rows:
+                    if w.dim is None:
                         w.dim = len(vec)
                     if len(vec) != w.dim:
                         raise DataError(file, f"line {lineno}: item {key!r} has {len(vec)} values, expected {w.dim}")
                     if key in seen:
                         raise DataError(file, f"line {lineno}: duplicate item {key!r}")
                     seen.add(key)
-                    keys.append(key)
-                    rows.append(vec)
-                    if probe is None:
-                        probe = (key, vec.astype(np.float32))
-                    if len(keys) == _CHUNK:
-                        w.put_many(keys, np.stack(rows))
-                        keys, rows = [], []
-            if keys:
-                w.put_many(keys, np.stack(rows))
-        if not seen:
+                    probe = probe or (key, vec.astype(np.float32))
+                    yield key, vec
+
+    with StoreWriter(out, dtype, overwrite=overwrite) as w:
+        if not _put_all(w, vectors(w)):
             raise LearnError(f"no vectors found in {', '.join(map(str, files))}")
         w.finalize(_meta_from(meta_from, w.dim, dtype, probe))
     return len(seen)
@@ -151,12 +151,10 @@ def import_lmdb(src: str | Path, out: str | Path, dtype: str = "float32", overwr
     src = Path(src)
     if not is_lmdb_dir(src):
         raise DataError(src, "not an LMDB folder (no data.mdb)")
-    env = shared_env(src)
-    n = 0
     declared = None
-    with env.begin() as txn, StoreWriter(out, dtype, overwrite=overwrite) as w:
-        keys: list[str] = []
-        rows: list[np.ndarray] = []
+
+    def vectors(txn, w: StoreWriter) -> Iterator[tuple[str, np.ndarray]]:
+        nonlocal declared
         for k, v in txn.cursor():
             if k == b"num_samples":
                 try:
@@ -174,22 +172,19 @@ def import_lmdb(src: str | Path, out: str | Path, dtype: str = "float32", overwr
                 raise DataError(src, f"item {key!r}: value is not a pickled numpy array ({e})") from None
             if not np.isfinite(arr).all():
                 raise DataError(src, f"item {key!r}: non-finite vector (NaN/Inf)")
-            if rows and len(arr) != len(rows[0]) or w.dim is not None and len(arr) != w.dim:
-                raise DataError(src, f"item {key!r}: {len(arr)} values, expected {w.dim or len(rows[0])}")
-            keys.append(key)
-            rows.append(arr)
-            if len(keys) == _CHUNK:
-                w.put_many(keys, np.stack(rows))
-                n += len(keys)
-                keys, rows = [], []
-        if keys:
-            w.put_many(keys, np.stack(rows))
-            n += len(keys)
+            if w.dim is None:
+                w.dim = len(arr)
+            if len(arr) != w.dim:
+                raise DataError(src, f"item {key!r}: {len(arr)} values, expected {w.dim}")
+            yield key, arr
+
+    with shared_env(src).begin() as txn, StoreWriter(out, dtype, overwrite=overwrite) as w:
+        n = _put_all(w, vectors(txn, w))
         if n == 0:
             raise DataError(src, "no item vectors in this LMDB")
         if declared is not None and declared != n:
             raise DataError(src, f"num_samples says {declared} items but the LMDB holds {n}")
-        w.finalize(StoreMeta(dim=w.dim or 0, dtype=dtype, count=n, model="unknown (imported original-LEARN LMDB)",
+        w.finalize(StoreMeta(dim=w.dim, dtype=dtype, count=n, model="unknown (imported original-LEARN LMDB)",
                              extra={"imported_from": str(src)}))
     return n
 
@@ -227,13 +222,9 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if a.cmd == "info":
         print(json.dumps(info(a.store), indent=2))
-    elif a.cmd == "export-txt":
-        print(f"wrote {export_txt(a.store, a.out)} items to {a.out}")
-    elif a.cmd == "export-pkl":
-        print(f"wrote {export_pkl(a.store, a.out)} items to {a.out}")
-    elif a.cmd == "import-txt":
-        n = import_txt(a.files, a.out, a.store_dtype, a.overwrite, a.meta_from)
-        print(f"wrote {n} items to {a.out}")
-    elif a.cmd == "import-lmdb":
-        print(f"wrote {import_lmdb(a.lmdb, a.out, a.store_dtype, a.overwrite)} items to {a.out}")
+        return 0
+    n = {"export-txt": lambda: export_txt(a.store, a.out), "export-pkl": lambda: export_pkl(a.store, a.out),
+         "import-txt": lambda: import_txt(a.files, a.out, a.store_dtype, a.overwrite, a.meta_from),
+         "import-lmdb": lambda: import_lmdb(a.lmdb, a.out, a.store_dtype, a.overwrite)}[a.cmd]()
+    print(f"wrote {n} items to {a.out}")
     return 0

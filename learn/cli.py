@@ -8,7 +8,11 @@ and exit code 2 (see :func:`guarded`).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
+import os
+import select
 import sys
 
 from learn.errors import ArgumentParser, UsageError  # noqa: F401 (re-exported: the parser every command should use)
@@ -66,6 +70,7 @@ def guarded(func, argv: list[str] | None = None) -> int:
 
     try:
         rc = func(argv)
+        sys.stdout.flush()  # a closed pipe or a full disk behind stdout shows up here, not at interpreter exit
     except LearnError as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
@@ -82,14 +87,6 @@ def guarded(func, argv: list[str] | None = None) -> int:
             raise
         print(f"error: {_one_line(_os_error_line(e, on_stdout))}", file=sys.stderr)
         return 2
-    try:  # a closed pipe or a full disk behind stdout shows up here, not as a traceback at interpreter exit
-        sys.stdout.flush()
-    except OSError as e:
-        _silence_stdout()
-        if isinstance(e, BrokenPipeError):
-            return 141
-        print(f"error: {_one_line(_os_error_line(e, True))}", file=sys.stderr)
-        return 2
     return int(rc or 0)
 
 
@@ -100,15 +97,11 @@ def _one_line(text: str) -> str:
 
 def _stdout_dead() -> bool:
     """True when stdout is a pipe whose reader has gone (or stdout cannot even be flushed)."""
-    import select
-
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests)
         poller = select.poll()
         poller.register(sys.stdout.fileno(), select.POLLOUT)
         if any(ev & select.POLLERR for _, ev in poller.poll(0)):
             return True
-    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests, notebooks)
-        pass
     try:
         sys.stdout.flush()
         return False
@@ -118,28 +111,18 @@ def _stdout_dead() -> bool:
 
 def _silence_stdout() -> None:
     """Point a broken stdout at /dev/null, so the flush at interpreter exit does not print 'Exception ignored'."""
-    import os
-
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def _os_error_line(e: OSError, on_stdout: bool) -> str:
-    import errno
-    import os
-
     what = e.strerror or os.strerror(e.errno)
     hint = {errno.ENOSPC: "free some space", errno.EFBIG: "the file size limit (ulimit -f) was reached",
             errno.EDQUOT: "the disk quota is used up", errno.EROFS: "choose a writable location",
             errno.EACCES: "check the permissions", errno.EPERM: "check the permissions"}.get(e.errno)
+    where = "standard output" if on_stdout else ""
     if e.filename is not None:
-        where = os.fsdecode(e.filename)
-        if e.filename2 is not None:
-            where += f" -> {os.fsdecode(e.filename2)}"
-    else:
-        where = "standard output" if on_stdout else ""
+        where = os.fsdecode(e.filename) + (f" -> {os.fsdecode(e.filename2)}" if e.filename2 is not None else "")
     return (f"{where}: " if where else "") + what + (f" ({hint})" if hint else "")

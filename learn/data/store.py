@@ -6,11 +6,8 @@ Layout: one LMDB environment (a folder with ``data.mdb``/``lock.mdb``). Keys are
 only after that, so a store without ``__meta__`` (or whose entry count disagrees with it) is an unfinished one and
 :class:`ItemStore` refuses it.
 
-:class:`ItemStore` is the reader: picklable, it opens the environment lazily in each process (and DataLoader worker)
-with ``readonly=True, lock=False, readahead=False``; each key is looked up once per process and its zero-copy view into
-the memory map kept (bounded), so reading a batch is one ``join`` of views (as fast as an in-RAM gather).
-:class:`StoreWriter` builds a store in a work folder (a temporary sibling, or a persistent folder for resumable runs)
-and renames it into place on :meth:`StoreWriter.finalize`.
+:class:`ItemStore` is the picklable reader (one lazily opened read-only environment per process, see :class:`_Views`);
+:class:`StoreWriter` builds a store in a work folder and renames it into place on :meth:`StoreWriter.finalize`.
 """
 
 from __future__ import annotations
@@ -331,10 +328,9 @@ class ItemStore:
 
     def _views(self) -> _Views:
         env = self._get_env()
-        views = _VIEWS.get(self._key)
-        if views is None:
-            views = _VIEWS[self._key] = _Views(env, self.view_cache)
-        return views
+        if self._key not in _VIEWS:
+            _VIEWS[self._key] = _Views(env, self.view_cache)
+        return _VIEWS[self._key]
 
     def get_one(self, key: str) -> np.ndarray:
         return self.get([key])[0]
@@ -479,8 +475,8 @@ class StoreWriter:
             if len(sizes) != 1:
                 raise LearnError(f"{self.path}: put_raw values of different sizes {sorted(sizes)}")
             keys = [bytes(k).decode("utf-8", "replace") for k, _ in pairs]
-            self._refuse_non_finite(keys, np.frombuffer(b"".join(v for _, v in pairs), DTYPES[self.dtype])
-                                    .reshape(len(pairs), -1))
+            rows = np.frombuffer(b"".join(v for _, v in pairs), DTYPES[self.dtype]).reshape(len(pairs), -1)
+            self._refuse_non_finite(keys, rows)
         self._write(lambda txn: txn.cursor().putmulti(pairs))
 
     def _refuse_non_finite(self, keys: Sequence[str], rows: np.ndarray, hint: str = "") -> None:

@@ -61,23 +61,15 @@ def parse_source(source: str) -> Source:
     if _CONTROL.search(s):
         raise LearnError(f"cannot download {source!r}: the source contains a control character")
     if s.startswith("hf://"):
-        ref, _, revision = s[len("hf://"):].partition("@")
-        repo_type = None
-        for prefix, kind in (("datasets/", "dataset"), ("spaces/", "space"), ("models/", "model")):
-            if ref.startswith(prefix):
-                ref, repo_type = ref[len(prefix):], kind
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+        m = re.fullmatch(r"hf://(?:(dataset|space|model)s/)?([\w.-]+/[\w.-]+)(?:@(.*))?", s)
+        if not m:
             raise LearnError(f"bad Hugging Face source {source!r}: expected hf://ORG/NAME[@REVISION]")
-        return Source("hf", ref, revision or None, repo_type)
+        return Source("hf", m[2], m[3] or None, m[1])
     if s.startswith("gdrive://"):
-        rest = s[len("gdrive://"):].strip("/")
-        kind = "gdrive-file"
-        for prefix in ("folder/", "folders/"):
-            if rest.startswith(prefix):
-                rest, kind = rest[len(prefix):], "gdrive-folder"
-        if not re.fullmatch(_DRIVE_ID, rest):
+        m = re.fullmatch(rf"gdrive:///*(folders?/)?({_DRIVE_ID})/*", s)
+        if not m:
             raise LearnError(f"bad Google Drive source {source!r}: expected gdrive://ID or gdrive://folder/ID")
-        return Source(kind, rest)
+        return Source("gdrive-folder" if m[1] else "gdrive-file", m[2])
     url = urlparse(s)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise LearnError(f"cannot download {source!r}: expected an http(s):// URL, hf://ORG/NAME or a Google Drive "

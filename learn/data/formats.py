@@ -27,21 +27,11 @@ from tqdm import tqdm
 
 from learn.data.text import item_text
 from learn.errors import DataError
-from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json, dir_mode, open_maybe_gz, read_json, resolve
+from learn.io import atomic_dir, atomic_write_bytes, atomic_write_json, open_maybe_gz, read_json, resolve
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-DATASET_FILES = (
-    *(f"{s}.json" for s in SPLITS),
-    "smap.json",
-    "umap.json",
-    "meta_data.json",
-    *(f"{s}_product.json" for s in SPLITS),
-    "product2text.dict",
-    "item_text.json",
-)
-CORPUS_FILES = ("train.json", "dev.json", "smap.json", "meta_data.json", "product2text.dict", "item_text.json")
 
 
 def progress(it: Iterable, desc: str, total: int | None = None) -> Iterable:
@@ -53,10 +43,8 @@ def progress(it: Iterable, desc: str, total: int | None = None) -> Iterable:
 class _BuiltinsOnly(pickle.Unpickler):
     """Unpickler that can rebuild plain dicts of strings and nothing else (no code can run)."""
 
-    ALLOWED = frozenset({"dict", "str", "list"})
-
     def find_class(self, module: str, name: str) -> Any:
-        if module == "builtins" and name in self.ALLOWED:
+        if module == "builtins" and name in ("dict", "str", "list"):
             return getattr(builtins, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
@@ -83,31 +71,29 @@ def _type_name(obj: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string"}.get(type(obj), type(obj).__name__)
 
 
-def _expect(path: Path, obj: Any, kind: type, what: str) -> Any:
+def _read(path: Path, kind: type, what: str) -> Any:
+    """The JSON in ``path`` (duplicate keys refused), which must be a ``kind``."""
+    obj = read_json(path, unique_keys=True)
     if not isinstance(obj, kind):
         raise DataError(path, f"expected {what}, got {_type_name(obj)}")
     return obj
 
 
-def _is_int(x: Any) -> bool:
-    return type(x) is int
-
-
 def read_split(path: Path) -> dict[str, list[int]]:
     """Read one ``{"<user idx>": [item idx, ...]}`` split file."""
-    obj = _expect(path, read_json(path, unique_keys=True), dict, 'a JSON object {"<user>": [item ids]}')
+    obj = _read(path, dict, 'a JSON object {"<user>": [item ids]}')
     for user, seq in obj.items():
-        if not isinstance(seq, list) or not all(map(_is_int, seq)):
+        if not isinstance(seq, list) or not all(type(i) is int for i in seq):
             raise DataError(path, f"user {user!r}: expected a list of integer item ids, got {str(seq)[:60]}")
     return obj
 
 
 def read_index_map(path: Path, what: str) -> dict[str, int]:
     """Read ``smap.json``/``umap.json`` ({key: int}); two keys with the same index are an error."""
-    obj = _expect(path, read_json(path, unique_keys=True), dict, f"a JSON object {{{what} key: index}}")
+    obj = _read(path, dict, f"a JSON object {{{what} key: index}}")
     owner: dict[int, str] = {}
     for key, idx in obj.items():
-        if not _is_int(idx) or idx < 0:
+        if type(idx) is not int or idx < 0:
             raise DataError(path, f"{what} {key!r}: index must be a non-negative integer, got {idx!r}")
         if idx in owner:
             raise DataError(path, f"duplicate {what}: index {idx} is used by {owner[idx]!r} and {key!r}")
@@ -116,11 +102,26 @@ def read_index_map(path: Path, what: str) -> dict[str, int]:
 
 
 def read_meta(path: Path) -> dict[str, dict]:
-    obj = _expect(path, read_json(path, unique_keys=True), dict, "a JSON object {item key: {title, brand, category}}")
+    obj = _read(path, dict, "a JSON object {item key: {title, brand, category}}")
     for key, entry in obj.items():
         if not isinstance(entry, dict):
             raise DataError(path, f"item {key!r}: expected an object of fields, got {_type_name(entry)}")
     return obj
+
+
+def read_item_texts(root: Path) -> dict[str, str] | None:
+    if (root / "item_text.json").exists():
+        return _check_text_map(root / "item_text.json", read_json(root / "item_text.json", unique_keys=True))
+    if (root / "product2text.dict").exists():
+        return read_text_pickle(root / "product2text.dict")
+    return None
+
+
+def check_folder(root: Path) -> Path:
+    """``root`` when it is a folder, else a DataError saying what it is instead."""
+    if not root.is_dir():
+        raise DataError(root, "not a folder" if root.exists() else "folder not found")
+    return root
 
 
 def first_seen_smap(*sequence_lists: Iterable[Iterable[str]]) -> dict[str, int]:
@@ -129,23 +130,20 @@ def first_seen_smap(*sequence_lists: Iterable[Iterable[str]]) -> dict[str, int]:
     return {key: i for i, key in enumerate(ordered)}
 
 
-def _missing_meta_warning(where: Path, keys: Iterable[str], meta: dict, what: str) -> list[str]:
+def _check_items(root: Path, smap: dict[str, int], meta: dict[str, dict], keys: Iterable[str]) -> list[str]:
+    """Raise unless the item indices are exactly 0..N-1; return the warning about ``keys`` without meta."""
+    n = len(smap)
+    if sorted(smap.values()) != list(range(n)):
+        raise DataError(root / "smap.json", f"item indices must be exactly 0..{n - 1}")
     missing = [k for k in keys if k not in meta]
-    if not missing:
-        return []
-    example = missing[0]
-    return [f"{where}: {len(missing):,} {what} have no entry in meta_data.json (e.g. {example!r}); their text is empty"]
+    return [f"{root}: {len(missing):,} items have no entry in meta_data.json (e.g. {missing[0]!r}); "
+            "their text is empty"] if missing else []
 
 
-def _text_map(keys: list[str], item_texts: dict[str, str] | None, meta: dict[str, dict]) -> dict[str, str]:
-    """{key: text} for keys with text: the stored item text, else the template over the key's meta."""
-    out = {}
-    for key in progress(keys, "item texts"):
-        text = item_texts.get(key) if item_texts is not None else None
-        text = item_text(meta.get(key)) if text is None else text
-        if text:
-            out[key] = text
-    return out
+def _log_warnings(warnings: list[str]) -> list[str]:
+    for w in warnings:
+        log.warning(w)
+    return warnings
 
 
 # ----------------------------------------------------------------------------------------------- finetune dataset
@@ -202,8 +200,15 @@ class SeqDataset:
         raise ValueError(f"history() split must be 'val' or 'test', got {split!r}")
 
     def text_map(self) -> dict[str, str]:
-        """{item key: text} for smap items that have text, in index order (what product2text.dict holds)."""
-        return _text_map(self.item_keys, self.item_texts, self.meta)
+        """{item key: text} for smap items that have text, in index order (what product2text.dict holds):
+        the stored item text, else the template over the item's meta."""
+        out = {}
+        for key in progress(self.item_keys, "item texts"):
+            text = self.item_texts.get(key) if self.item_texts is not None else None
+            text = item_text(self.meta.get(key)) if text is None else text
+            if text:
+                out[key] = text
+        return out
 
     def texts(self) -> list[str]:
         """Item text in index order ("" for an item without meta or text)."""
@@ -216,23 +221,15 @@ class SeqDataset:
         return {s: {u: [keys[i] for i in seq] for u, seq in getattr(self, s).items()} for s in SPLITS}
 
     def report(self) -> str:
-        lines = [
-            f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
-            f"{self.num_interactions:,} interactions",
-            *(f"warning: {w}" for w in self.warnings),
-        ]
-        return "\n".join(lines)
+        size = f"{self.num_users:,} users, {self.num_items:,} items, {self.num_interactions:,} interactions"
+        return "\n".join([f"{self.name}: {size}", *(f"warning: {w}" for w in self.warnings)])
 
 
 def validate_dataset(ds: SeqDataset) -> list[str]:
     """Raise DataError on structural problems; return warnings (items without meta)."""
-    root = ds.root
-    n = len(ds.smap)
-    if sorted(ds.smap.values()) != list(range(n)):
-        raise DataError(root / "smap.json", f"item indices must be exactly 0..{n - 1}")
+    root, n = ds.root, len(ds.smap)
+    warnings = _check_items(root, ds.smap, ds.meta, ds.item_keys)
     umap_ids = {str(i) for i in ds.umap.values()}
-    if len(umap_ids) != len(ds.umap):
-        raise DataError(root / "umap.json", "duplicate user: two user keys share one index")
     for s in SPLITS:
         for user, seq in getattr(ds, s).items():
             bad = next((i for i in seq if not 0 <= i < n), None)
@@ -243,45 +240,18 @@ def validate_dataset(ds: SeqDataset) -> list[str]:
     for user in ds.users:
         if not (ds.train.get(user) or ds.val.get(user) or ds.test.get(user)):
             raise DataError(root / "train.json", f"empty user {user!r}: no train items and no val/test item")
-    return _missing_meta_warning(root, ds.item_keys, ds.meta, "items")
-
-
-def read_item_texts(root: Path) -> dict[str, str] | None:
-    if (root / "item_text.json").exists():
-        path = root / "item_text.json"
-        return _check_text_map(path, read_json(path, unique_keys=True))
-    if (root / "product2text.dict").exists():
-        return read_text_pickle(root / "product2text.dict")
-    return None
-
-
-def _check_folder(root: Path) -> None:
-    if not root.exists():
-        raise DataError(root, "folder not found")
-    if not root.is_dir():
-        raise DataError(root, "not a folder")
+    return warnings
 
 
 def load_dataset(path: str | Path, validate: bool = True) -> SeqDataset:
     """Load a canonical (RecFormer finetune) folder; ``train.json`` may be ``train.json.gz``."""
-    root = Path(path)
-    _check_folder(root)
+    root = check_folder(Path(path))
     train, val, test = (read_split(root / f"{s}.json") for s in SPLITS)
-    ds = SeqDataset(
-        root=root,
-        name=root.resolve().name,
-        train=train,
-        val=val,
-        test=test,
-        smap=read_index_map(root / "smap.json", "item"),
-        umap=read_index_map(root / "umap.json", "user"),
-        meta=read_meta(root / "meta_data.json"),
-        item_texts=read_item_texts(root),
-    )
+    smap, umap = read_index_map(root / "smap.json", "item"), read_index_map(root / "umap.json", "user")
+    meta = read_meta(root / "meta_data.json")
+    ds = SeqDataset(root, root.resolve().name, train, val, test, smap, umap, meta, item_texts=read_item_texts(root))
     if validate:
-        ds.warnings = validate_dataset(ds)
-        for w in ds.warnings:
-            log.warning(w)
+        ds.warnings = _log_warnings(validate_dataset(ds))
     return ds
 
 
@@ -289,28 +259,21 @@ def _dump(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
 
 
-def _publish_mode(folder: Path) -> None:
-    """Give the temp folder (mkdtemp makes it 0700) the usual umask-based mode before it is renamed into place."""
-    folder.chmod(dir_mode())
-
-
-def _dump_texts(folder: Path, texts: dict[str, str]) -> None:
-    _dump(folder / "item_text.json", texts)
-    (folder / "product2text.dict").write_bytes(pickle.dumps(texts, protocol=4))
+def _write_folder(out: str | Path, overwrite: bool, files: dict[str, Any], texts: dict[str, str]) -> None:
+    """Write ``files`` ({name: JSON object}) and the item texts (JSON and the seed's pickle) into ``out`` atomically
+    (a temp folder renamed when complete)."""
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for name, obj in {**files, "item_text.json": texts}.items():
+            _dump(tmp / name, obj)
+        (tmp / "product2text.dict").write_bytes(pickle.dumps(texts, protocol=4))
 
 
 def write_dataset(ds: SeqDataset, out: str | Path, overwrite: bool = False) -> None:
-    """Write every file of :data:`DATASET_FILES` into ``out`` atomically (temp folder renamed when complete)."""
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        _publish_mode(tmp)
-        for s in SPLITS:
-            _dump(tmp / f"{s}.json", getattr(ds, s))
-        for s, split in ds.product_splits().items():
-            _dump(tmp / f"{s}_product.json", split)
-        _dump(tmp / "smap.json", ds.smap)
-        _dump(tmp / "umap.json", ds.umap)
-        _dump(tmp / "meta_data.json", ds.meta)
-        _dump_texts(tmp, ds.text_map())
+    """Write the splits, their ``*_product.json``, the maps, the meta and the item texts into ``out`` atomically."""
+    files = {f"{s}.json": getattr(ds, s) for s in SPLITS}
+    files.update({f"{s}_product.json": split for s, split in ds.product_splits().items()})
+    files.update({"smap.json": ds.smap, "umap.json": ds.umap, "meta_data.json": ds.meta})
+    _write_folder(out, overwrite, files, ds.text_map())
 
 
 def write_product_splits(ds: SeqDataset, folder: str | Path | None = None) -> None:
@@ -387,11 +350,7 @@ class PretrainCorpus:
 
 
 def read_sequences(path: Path) -> list[list[str]]:
-    obj = _expect(path, read_json(path, unique_keys=True), list, "a JSON list of item-key lists")
-
-    def good(seq: Any) -> bool:
-        return isinstance(seq, list) and all(isinstance(k, str) and k for k in seq)
-
+    obj = _read(path, list, "a JSON list of item-key lists")
     # fast path over the distinct keys; the per-sequence loop only runs to locate a problem
     ok = all(type(s) is list and s for s in obj)
     try:
@@ -400,7 +359,7 @@ def read_sequences(path: Path) -> list[list[str]]:
         ok = False
     if not ok:
         for i, seq in enumerate(obj):
-            if not good(seq):
+            if not isinstance(seq, list) or not all(isinstance(k, str) and k for k in seq):
                 raise DataError(path, f"sequence {i}: expected a list of item-key strings, got {str(seq)[:60]}")
             if not seq:
                 raise DataError(path, f"sequence {i} is empty")
@@ -408,9 +367,8 @@ def read_sequences(path: Path) -> list[list[str]]:
 
 
 def validate_corpus(corpus: PretrainCorpus) -> list[str]:
-    root, n = corpus.root, len(corpus.smap)
-    if sorted(corpus.smap.values()) != list(range(n)):
-        raise DataError(root / "smap.json", f"item indices must be exactly 0..{n - 1}")
+    root = corpus.root
+    warnings = _check_items(root, corpus.smap, corpus.meta, corpus.smap)
     for name in ("train", "dev"):
         seqs = getattr(corpus, name)
         if set(chain.from_iterable(seqs)).issubset(corpus.smap):
@@ -419,40 +377,26 @@ def validate_corpus(corpus: PretrainCorpus) -> list[str]:
             missing = next((k for k in seq if k not in corpus.smap), None)
             if missing is not None:
                 raise DataError(root / f"{name}.json", f"sequence {i}: unknown item {missing!r} (not in smap.json)")
-    return _missing_meta_warning(root, corpus.smap, corpus.meta, "items")
+    return warnings
 
 
 def load_pretrain_corpus(path: str | Path, validate: bool = True) -> PretrainCorpus:
     """Load a RecFormer pretrain folder; a missing ``smap.json`` is generated (first seen over train then dev)."""
-    root = Path(path)
-    _check_folder(root)
+    root = check_folder(Path(path))
     train, dev = read_sequences(root / "train.json"), read_sequences(root / "dev.json")
     has_smap = resolve(root / "smap.json").exists()
-    corpus = PretrainCorpus(
-        root=root,
-        train=train,
-        dev=dev,
-        smap=read_index_map(root / "smap.json", "item") if has_smap else first_seen_smap(train, dev),
-        meta=read_meta(root / "meta_data.json"),
-        item_texts=read_item_texts(root),
-        smap_generated=not has_smap,
-    )
+    smap = read_index_map(root / "smap.json", "item") if has_smap else first_seen_smap(train, dev)
+    corpus = PretrainCorpus(root, train, dev, smap, read_meta(root / "meta_data.json"), read_item_texts(root),
+                            smap_generated=not has_smap)
     if validate:
-        corpus.warnings = validate_corpus(corpus)
-        for w in corpus.warnings:
-            log.warning(w)
+        corpus.warnings = _log_warnings(validate_corpus(corpus))
     return corpus
 
 
 def write_pretrain_corpus(corpus: PretrainCorpus, out: str | Path, overwrite: bool = False) -> None:
-    """Write every file of :data:`CORPUS_FILES` into ``out`` atomically."""
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        _publish_mode(tmp)
-        _dump(tmp / "train.json", corpus.train)
-        _dump(tmp / "dev.json", corpus.dev)
-        _dump(tmp / "smap.json", corpus.smap)
-        _dump(tmp / "meta_data.json", corpus.meta)
-        _dump_texts(tmp, corpus.text_map())
+    """Write the sequences, the smap, the meta and the item texts into ``out`` atomically."""
+    files = {"train.json": corpus.train, "dev.json": corpus.dev, "smap.json": corpus.smap}
+    _write_folder(out, overwrite, {**files, "meta_data.json": corpus.meta}, corpus.text_map())
 
 
 def is_corpus(path: str | Path) -> bool:

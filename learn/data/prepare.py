@@ -19,6 +19,7 @@ from learn.data.formats import (
     SOURCE_NAME,
     PretrainCorpus,
     SeqDataset,
+    check_folder,
     first_seen_smap,
     leave_one_out,
     load_dataset,
@@ -52,27 +53,18 @@ def _one(folder: Path, pattern: str, name: str | None) -> str:
     return hits[0].name[: -len(pattern)]
 
 
-def _folder(src: Path) -> Path:
-    if not src.is_dir():
-        raise DataError(src, "folder not found" if not src.exists() else "not a folder")
-    return src
-
-
 # ----------------------------------------------------------------------------------------------- RecFormer
 def _normalise_meta(meta: dict[str, dict]) -> dict[str, dict]:
     """Rename "genres"/"categories" to "category" (RecFormer's field) where "category" is absent."""
     out = {}
     for key, entry in meta.items():
-        if "category" not in entry:
-            alias = next((a for a in ("categories", "genres") if a in entry), None)
-            if alias:
-                entry = {("category" if k == alias else k): v for k, v in entry.items()}
-        out[key] = entry
+        alias = None if "category" in entry else next((a for a in ("categories", "genres") if a in entry), None)
+        out[key] = {("category" if k == alias else k): v for k, v in entry.items()} if alias else entry
     return out
 
 
 def from_recformer(src: Path) -> tuple[SeqDataset, list[str]]:
-    ds = load_dataset(_folder(src), validate=False)
+    ds = load_dataset(src, validate=False)
     ds.meta = _normalise_meta(ds.meta)
     return ds, []
 
@@ -90,21 +82,25 @@ def _read_lines(path: Path) -> list[str]:
         raise DataError(path, f"cannot read: {e.strerror or e}") from None
 
 
+def _tab_rows(path: Path, lines: list[str], ncols: int, first: int) -> list[tuple[int, list[str]]]:
+    """[(line number, fields), ...] of the non-blank ``lines`` (numbered from ``first``), each of ``ncols`` fields."""
+    rows = []
+    for n, line in enumerate(lines, start=first):
+        if line.strip():
+            fields = line.split("\t")
+            if len(fields) != ncols:
+                raise DataError(path, f"line {n}: expected {ncols} tab-separated fields, got {len(fields)}")
+            rows.append((n, fields))
+    return rows
+
+
 def read_atomic(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """A RecBole atomic file: (column names without ``:type``, [(line number, fields), ...])."""
     lines = _read_lines(path)
     if not lines:
         raise DataError(path, "empty file (expected a typed header such as user_id:token)")
     columns = [c.split(":", 1)[0] for c in lines[0].split("\t")]
-    rows = []
-    for n, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(columns):
-            raise DataError(path, f"line {n}: expected {len(columns)} tab-separated fields, got {len(fields)}")
-        rows.append((n, fields))
-    return columns, rows
+    return columns, _tab_rows(path, lines[1:], len(columns), 2)
 
 
 def _col(path: Path, columns: list[str], names: tuple[str, ...], required: bool = True) -> int | None:
@@ -118,21 +114,15 @@ def recbole_meta(path: Path) -> dict[str, dict]:
     """Item text fields of a RecBole ``.item`` file -> {item id: {title, brand, category}}."""
     columns, rows = read_atomic(path)
     i_item = _col(path, columns, ("item_id",))
-    i_title = _col(path, columns, TITLE_FIELDS, required=False)
     i_year = _col(path, columns, ("release_year",), required=False)
-    i_cat = _col(path, columns, CATEGORY_FIELDS, required=False)
-    i_brand = _col(path, columns, ("brand",), required=False)
+    cols = {"title": TITLE_FIELDS, "brand": ("brand",), "category": CATEGORY_FIELDS}
+    cols = {k: i for k, names in cols.items() if (i := _col(path, columns, names, required=False)) is not None}
     meta: dict[str, dict] = {}
     for _, f in rows:
-        entry = {}
-        if i_title is not None and f[i_title].strip():
-            title = f[i_title].strip()
-            year = f[i_year].strip() if i_year is not None else ""
-            entry["title"] = f"{title} ({year})" if year else title
-        if i_brand is not None and f[i_brand].strip():
-            entry["brand"] = f[i_brand].strip()
-        if i_cat is not None and f[i_cat].strip():
-            entry["category"] = f[i_cat].strip()
+        entry = {k: f[i].strip() for k, i in cols.items() if f[i].strip()}
+        year = f[i_year].strip() if i_year is not None else ""
+        if "title" in entry and year:
+            entry["title"] += f" ({year})"
         meta[f[i_item]] = entry
     return meta
 
@@ -140,7 +130,7 @@ def recbole_meta(path: Path) -> dict[str, dict]:
 def from_recbole(src: Path, name: str | None) -> tuple[SeqDataset, list[str]]:
     if src.is_file() and src.suffix == ".inter":
         src, name = src.parent, src.stem
-    folder = _folder(src)
+    folder = check_folder(src)
     name = _one(folder, ".inter", name)
     inter = folder / f"{name}.inter"
     columns, rows = read_atomic(inter)
@@ -179,17 +169,8 @@ def ml100k_folder() -> Path:
 def _tsv(path: Path, ncols: int) -> list[tuple[int, list[str]]]:
     """Rows of a UniSRec tab-separated file, skipping a typed header line (``item_id:token ...``) if present."""
     lines = _read_lines(path)
-    rows = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if n == 1 and all(re.fullmatch(r"\w+:\w+", x) for x in fields):
-            continue
-        if len(fields) != ncols:
-            raise DataError(path, f"line {n}: expected {ncols} tab-separated fields, got {len(fields)}")
-        rows.append((n, fields))
-    return rows
+    skip = 1 if lines and all(re.fullmatch(r"\w+:\w+", x) for x in lines[0].split("\t")) else 0
+    return _tab_rows(path, lines[skip:], ncols, 1 + skip)
 
 
 def _index_file(path: Path, what: str) -> dict[str, int]:
@@ -225,7 +206,7 @@ def _inter_rows(path: Path, num_items: int) -> dict[str, tuple[list[int], int]]:
 
 
 def from_unisrec(src: Path, name: str | None) -> tuple[SeqDataset, list[str]]:
-    folder = _folder(src)
+    folder = check_folder(src)
     name = _one(folder, ".valid.inter", name)
     stem = folder / name
     smap = _index_file(Path(f"{stem}.item2index"), "item")
@@ -244,23 +225,21 @@ def from_unisrec(src: Path, name: str | None) -> tuple[SeqDataset, list[str]]:
         if user in test:
             t_hist, t_target = test[user]
             test_d[user] = [t_target]
-            expected = [*hist, target]
-            if t_hist != expected[-len(t_hist) :] or len(t_hist) > len(expected) or not t_hist:
+            # the test history must be the tail of valid history + target (an empty one never is)
+            if t_hist != [*hist, target][-len(t_hist) :]:
                 mismatched += 1
     only_test = sorted(set(test) - set(valid), key=int)
     if only_test:
         raise DataError(Path(f"{stem}.test.inter"), f"user {only_test[0]!r} has a test row but no valid row")
     meta = {asin: {"title": text} for asin, text in texts.items()}
     ds = SeqDataset(folder, name, train_d, val_d, test_d, smap, umap, meta, item_texts=texts)
-    notes = []
-    if mismatched:
-        notes.append(f"{mismatched:,} users' test history != valid history + valid target (after the 50-item cut)")
-    return ds, notes
+    note = f"{mismatched:,} users' test history != valid history + valid target (after the 50-item cut)"
+    return ds, [note] if mismatched else []
 
 
 # ----------------------------------------------------------------------------------------------- LC-Rec
 def from_lcrec(src: Path, name: str | None) -> tuple[SeqDataset, list[str]]:
-    folder = _folder(src)
+    folder = check_folder(src)
     name = _one(folder, ".inter.json", name)
     inter_path, item_path = folder / f"{name}.inter.json", folder / f"{name}.item.json"
     inter = read_json(inter_path, unique_keys=True)
@@ -283,18 +262,11 @@ def from_lcrec(src: Path, name: str | None) -> tuple[SeqDataset, list[str]]:
 # ----------------------------------------------------------------------------------------------- pretraining corpora
 def from_recformer_pretrain(src: Path, min_len: int, max_len: int | None) -> tuple[PretrainCorpus, list[str]]:
     """Keep sequences with ``min_len <= len <= max_len`` and index items in first-seen order over train then dev."""
-    folder = _folder(src)
+    folder = check_folder(src)
     train, dev = read_sequences(folder / "train.json"), read_sequences(folder / "dev.json")
     kept = [[q for q in seqs if min_len <= len(q) and (max_len is None or len(q) <= max_len)] for seqs in (train, dev)]
-    corpus = PretrainCorpus(
-        root=folder,
-        train=kept[0],
-        dev=kept[1],
-        smap=first_seen_smap(*kept),
-        meta=read_meta(folder / "meta_data.json"),
-        item_texts=read_item_texts(folder),
-        smap_generated=True,
-    )
+    meta, texts = read_meta(folder / "meta_data.json"), read_item_texts(folder)
+    corpus = PretrainCorpus(folder, *kept, first_seen_smap(*kept), meta, texts, smap_generated=True)
     dropped = len(train) + len(dev) - corpus.num_sequences
     return corpus, [f"dropped {dropped:,} sequences outside {min_len} <= length <= {max_len}"] if dropped else []
 
@@ -310,7 +282,7 @@ def from_mix(
     store serves the corpus too.) dev = each user's train + val sequence (``--dev val``) or, with
     ``--dev holdout``, the train sequences of a seeded random ``--dev-fraction`` of users, removed from train.
     """
-    datasets = [load_dataset(_folder(s)) for s in sources]
+    datasets = [load_dataset(s) for s in sources]
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise LearnError(f"mix: two source folders share a name ({', '.join(names)}); names prefix item keys")
@@ -343,9 +315,8 @@ def from_mix(
         notes.append(f"{ds.name}: item keys {'kept' if not prefix else f'prefixed {prefix!r}'}")
     if clashes:
         notes.append(f"{clashes:,} shared item keys have different texts across datasets; the first one is kept")
-    corpus = PretrainCorpus(out, train, dev, first_seen_smap(train, dev), meta, {k: t for k, t in texts.items() if t})
-    corpus.smap_generated = True
-    return corpus, notes
+    texts = {k: t for k, t in texts.items() if t}
+    return PretrainCorpus(out, train, dev, first_seen_smap(train, dev), meta, texts, smap_generated=True), notes
 
 
 # ----------------------------------------------------------------------------------------------- CLI

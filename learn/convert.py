@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,15 +20,15 @@ from learn.io import atomic_dir
 from learn.model import LEARNModel, ModelConfig
 
 _LAYER = re.compile(r"summary_encoder\.layer\.(\d+)\.(.+)")
-# their per-layer names (minus .weight/.bias) -> ours
+# their per-layer names (minus .weight/.bias) -> ours; several names are concatenated (the fused qkv)
 _LAYER_MAP = {
-    "attention.output.dense": "attn_out",
-    "attention.output.LayerNorm": "attn_norm",
-    "intermediate.dense": "ffn_in",
-    "output.dense": "ffn_out",
-    "output.LayerNorm": "ffn_norm",
+    ("attention.output.dense",): "attn_out",
+    ("attention.output.LayerNorm",): "attn_norm",
+    ("intermediate.dense",): "ffn_in",
+    ("output.dense",): "ffn_out",
+    ("output.LayerNorm",): "ffn_norm",
+    ("attention.self.query", "attention.self.key", "attention.self.value"): "qkv",
 }
-_QKV = ("attention.self.query", "attention.self.key", "attention.self.value")
 
 
 def load_official_state(path: str | Path) -> dict[str, Tensor]:
@@ -50,59 +49,41 @@ def load_official_state(path: str | Path) -> dict[str, Tensor]:
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise DataError(path, "no state dict of tensors (expected {'state_dict': ...} or a bare state dict)")
-    out = {}
-    for key, value in state.items():
-        while key.startswith(("module.", "_orig_mod.")):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
+    return {re.sub(r"^((module|_orig_mod)\.)+", "", key): value for key, value in state.items()}
 
 
-def infer_config(state: dict[str, Tensor], num_heads: int = 12, **overrides) -> ModelConfig:
+def infer_config(state: dict[str, Tensor], num_heads: int = 12) -> ModelConfig:
     """ModelConfig matching the authors' weights (heads from the argument; max_len/dropout keep our defaults)."""
+    layers = {int(m.group(1)) for k in state if (m := _LAYER.match(k))}
     try:
         hidden, input_dim = state["adaptor.weight"].shape
         output_dim = state["mlp.0.weight"].shape[0]
-        ffn = state["summary_encoder.layer.0.intermediate.dense.weight"].shape[0] if any(
-            _LAYER.match(k) for k in state) else 4 * hidden
+        ffn = state["summary_encoder.layer.0.intermediate.dense.weight"].shape[0] if layers else 4 * hidden
     except KeyError as e:
         raise LearnError(f"not a LEARN PreferenceAlignmentModule state dict: missing {e.args[0]!r}") from None
-    layers = {int(m.group(1)) for k in state if (m := _LAYER.match(k))}
     if layers != set(range(len(layers))):
         raise LearnError(f"summary_encoder layers are not numbered 0..N-1: {sorted(layers)}")
     cfg = ModelConfig(input_dim=int(input_dim), hidden_size=int(hidden), num_layers=len(layers), num_heads=num_heads,
                       ffn_size=int(ffn), output_dim=int(output_dim), position="none", item_tower="shared")
-    cfg = replace(cfg, **overrides)
     cfg.validate()
     return cfg
 
 
 def convert_state(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
     """Map the authors' names onto ours (query/key/value concatenated into the fused ``qkv``); strict."""
-    out: dict[str, Tensor] = {}
     used: set[str] = set()
 
-    def take(src: str, dst: str) -> None:
-        for suffix in ("weight", "bias"):
-            key = f"{src}.{suffix}"
-            if key not in state:
-                raise LearnError(f"missing {key!r} in the authors' checkpoint")
-            out[f"{dst}.{suffix}"] = state[key]
-            used.add(key)
+    def take(key: str) -> Tensor:
+        if key not in state:
+            raise LearnError(f"missing {key!r} in the authors' checkpoint")
+        used.add(key)
+        return state[key]
 
-    take("adaptor", "tower.adaptor")
-    take("mlp.0", "tower.proj")
-    for i in range(cfg.num_layers):
-        src = f"summary_encoder.layer.{i}"
-        for theirs, ours in _LAYER_MAP.items():
-            take(f"{src}.{theirs}", f"tower.layers.{i}.{ours}")
-        for suffix in ("weight", "bias"):
-            keys = [f"{src}.{name}.{suffix}" for name in _QKV]
-            missing = [k for k in keys if k not in state]
-            if missing:
-                raise LearnError(f"missing {missing[0]!r} in the authors' checkpoint")
-            out[f"tower.layers.{i}.qkv.{suffix}"] = torch.cat([state[k] for k in keys])
-            used.update(keys)
+    pairs = [(("adaptor",), "tower.adaptor"), (("mlp.0",), "tower.proj")] + [
+        (tuple(f"summary_encoder.layer.{i}.{name}" for name in theirs), f"tower.layers.{i}.{ours}")
+        for i in range(cfg.num_layers) for theirs, ours in _LAYER_MAP.items()]
+    out = {f"{ours}.{suffix}": torch.cat([take(f"{name}.{suffix}") for name in theirs])
+           for theirs, ours in pairs for suffix in ("weight", "bias")}
     unused = sorted(set(state) - used)
     if unused:
         raise LearnError(f"unexpected keys in the authors' checkpoint (not a plain PreferenceAlignmentModule?): "
@@ -131,19 +112,17 @@ def convert_official(src: str | Path, out: str | Path, num_heads: int = 12, inpu
 
 
 def main(argv: list[str]) -> int:
-    parser = ArgumentParser(
-        prog="python -m learn convert-official",
-        description="Convert the authors' epochN.pt (PreferenceAlignmentModule) to OUT/model.safetensors + "
-                    "OUT/config.yaml. Sizes are inferred from the weights.",
-    )
-    parser.add_argument("checkpoint", help="the authors' checkpoint, e.g. exp/pretrain_.../checkpoints/epoch20.pt")
-    parser.add_argument("out", help="output checkpoint folder")
-    parser.add_argument("--num-heads", type=int, default=12,
-                        help="attention heads (not recoverable from the weights; bert-base: 12)")
-    parser.add_argument("--input-dim", type=int, default=None,
-                        help="expected LLM embedding size; checked against the weights (inferred when omitted)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    args = parser.parse_args(argv)
+    p = ArgumentParser(prog="python -m learn convert-official", description="Convert the authors' epochN.pt "
+                       "(PreferenceAlignmentModule) to OUT/model.safetensors + OUT/config.yaml. Sizes are inferred "
+                       "from the weights.")
+    p.add_argument("checkpoint", help="the authors' checkpoint, e.g. exp/pretrain_.../checkpoints/epoch20.pt")
+    p.add_argument("out", help="output checkpoint folder")
+    p.add_argument("--num-heads", type=int, default=12, help="attention heads (not recoverable from the weights; "
+                   "bert-base: 12)")
+    p.add_argument("--input-dim", type=int, default=None,
+                   help="expected LLM embedding size; checked against the weights (inferred when omitted)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    args = p.parse_args(argv)
     _, cfg = convert_official(args.checkpoint, args.out, num_heads=args.num_heads, input_dim=args.input_dim,
                               overwrite=args.overwrite)
     print(f"wrote {args.out}: input_dim={cfg.input_dim} hidden={cfg.hidden_size} layers={cfg.num_layers} "

@@ -77,13 +77,9 @@ def export(ckpt, data, store, out, *, index: str = "flat", history_from: str = "
     t0 = time.perf_counter()
     inf = load_inference(ckpt, data, store, device, max_history, new_items=not catalogue_only)
     items = encode_items(inf).cpu().contiguous()
-    users, hists = [], []
-    for u in inf.dataset.users:
-        h = inf.history(u, history_from)
-        if h:
-            users.append(u)
-            hists.append(h)
-    user_vecs = encode_histories(inf, hists, batch_size).cpu().contiguous()
+    hists = {u: h for u in inf.dataset.users if (h := inf.history(u, history_from))}  # users with a history
+    users = list(hists)
+    user_vecs = encode_histories(inf, list(hists.values()), batch_size).cpu().contiguous()
     dim = inf.model.cfg.embedding_dim
     if items.shape[1] != dim or user_vecs.shape[1] != dim:  # a guard: both towers must agree with the checkpoint
         raise LearnError(f"internal error: vectors of dim {items.shape[1]}/{user_vecs.shape[1]}, model dim {dim}")
@@ -136,8 +132,5 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
-    a = p.parse_args(argv)
-    export(a.ckpt, a.data, a.store, a.out, index=a.index, history_from=a.history_from,
-           catalogue_only=a.catalogue_only, max_history=a.max_history, batch_size=a.batch_size, device=a.device,
-           overwrite=a.overwrite, hnsw_m=a.hnsw_m, ef_search=a.ef_search, nprobe=a.nprobe)
+    export(**vars(p.parse_args(argv)))  # every flag is an argument of export() of the same name
     return 0

@@ -10,6 +10,7 @@ Rendered with matplotlib's Agg backend (no display needed); files are written at
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 from dataclasses import dataclass, field
@@ -74,10 +75,8 @@ def read_curves(run: str | Path, metric: str = "ndcg@10", name: str | None = Non
 
     def epoch_at(step: int) -> float:
         # the epoch of the last training record at or before this step (validation runs at an epoch's end)
-        prior = [s for s in steps if s <= step]
-        if prior and "epoch" in train[prior[-1]]:
-            return float(train[prior[-1]]["epoch"])
-        return float(step)
+        i = bisect.bisect_right(steps, step)
+        return float(train[steps[i - 1]].get("epoch", step)) if i else float(step)
 
     c = Curves(name or run.resolve().name)
     c.loss = [(float(train[s].get("epoch", s)), float(train[s]["train/loss"])) for s in steps]
@@ -102,14 +101,18 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out: str | Path) -> Path:
+def _save(plt, fig, out: str | Path) -> Path:
+    """Lay out ``fig``, write it as PNG to ``out`` atomically and close it."""
     from learn.io import atomic_write_bytes
 
-    out = Path(out)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    try:
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
-    return out
+    return Path(out)
 
 
 def plot_curves(curves: list[Curves], out: str | Path, metric: str = "ndcg@10") -> Path:
@@ -134,11 +137,7 @@ def plot_curves(curves: list[Curves], out: str | Path, metric: str = "ndcg@10") 
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        return _save(fig, out)
-    finally:
-        plt.close(fig)
+    return _save(plt, fig, out)
 
 
 def results_chart(metrics: dict, dataset: str, out: str | Path, model: str = "LEARN (ours)",
@@ -170,11 +169,7 @@ def results_chart(metrics: dict, dataset: str, out: str | Path, model: str = "LE
     ax.set(title=f"{dataset}: test{src}", ylabel="value")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    try:
-        return _save(fig, out)
-    finally:
-        plt.close(fig)
+    return _save(plt, fig, out)
 
 
 def main(argv: list[str]) -> int:

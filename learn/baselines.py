@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
         raise LearnError(f"--average-batch must be at least 1, got {args.average_batch}")
     ks = parse_ks(args.ks)
 
-    from learn.data.formats import load_dataset
+    from learn.data.formats import load_dataset, source_format
     from learn.data.store import ItemStore
 
     dataset = load_dataset(args.data)
@@ -107,20 +107,16 @@ def main(argv: list[str]) -> int:
     name = args.name or Path(args.data).name
     results: dict[str, dict] = {}
     for mode in modes:
-        results[mode] = text_baseline(dataset, table, args.split, mode, args.decay, args.max_history, ks,
-                                      args.mask_history, args.average, args.average_batch)
-        m = results[mode]
+        m = results[mode] = text_baseline(dataset, table, args.split, mode, args.decay, args.max_history, ks,
+                                          args.mask_history, args.average, args.average_batch)
         print(f"{args.split} [{mode}] users={m['count']} skipped={m['skipped']}  "
               + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
     label = {"last": "text: last item", "mean": "text: mean", "recency": f"text: recency {args.decay:g}"}
-    from learn.data.formats import source_format
-
     lineage = source_format(args.data)
     print(results_table([{"dataset": name, "model": label[m], "source_format": lineage, **results[m]} for m in modes]))
     if args.out:
-        atomic_write_json(args.out, {
-            "data": str(args.data), "store": str(args.store), "split": args.split, "decay": args.decay,
-            "max_history": args.max_history, "mask_history": args.mask_history, "average": args.average,
-            "results": results,
-        }, indent=2)
+        atomic_write_json(args.out, {"data": str(args.data), "store": str(args.store), "split": args.split,
+                                     "decay": args.decay, "max_history": args.max_history,
+                                     "mask_history": args.mask_history, "average": args.average, "results": results},
+                          indent=2)
     return 0

@@ -69,8 +69,7 @@ def iter_json_lists(path: str | Path, chunk: int = _READ) -> Iterator[list]:
                 except json.JSONDecodeError:
                     if eof:
                         raise ValueError(f"{path}: bad JSON near character {pos}") from None
-                if not more():
-                    eof = True
+                more()
             pos = end
             yield value
             skip_ws()

@@ -290,29 +290,21 @@ def write_item_texts(folder: str | Path, texts: dict[str, str]) -> None:
     atomic_write_bytes(folder / "product2text.dict", pickle.dumps(texts, protocol=4))
 
 
-def leave_one_out(
-    root: Path,
-    name: str,
-    sequences: dict[str, list[str]],
-    meta: dict[str, dict],
-    smap: dict[str, int] | None = None,
-    umap: dict[str, int] | None = None,
-    item_texts: dict[str, str] | None = None,
-) -> tuple[SeqDataset, int]:
+def leave_one_out(root: Path, name: str, sequences: dict[str, list[str]], meta: dict[str, dict],
+                  smap: dict[str, int] | None = None) -> tuple[SeqDataset, int]:
     """Split chronological item-key sequences: train = all but the last two, val = [-2], test = [-1].
 
-    Users with fewer than 3 interactions are dropped (their count is returned). Without ``umap``/``smap``, user
-    indices follow the order of ``sequences`` and item indices first appearance over the kept users' sequences.
+    Users with fewer than 3 interactions are dropped (their count is returned). User indices follow the order of
+    ``sequences``; without ``smap``, item indices follow first appearance over the kept users' sequences.
     """
     kept = {u: seq for u, seq in sequences.items() if len(seq) >= 3}
-    umap = umap if umap is not None else {u: i for i, u in enumerate(kept)}
+    umap = {u: i for i, u in enumerate(kept)}
     smap = smap if smap is not None else first_seen_smap(kept.values())
     train, val, test = {}, {}, {}
     for u, seq in kept.items():
         key, ids = str(umap[u]), [smap[k] for k in seq]
         train[key], val[key], test[key] = ids[:-2], ids[-2:-1], ids[-1:]
-    ds = SeqDataset(root, name, train, val, test, smap, {u: umap[u] for u in kept}, meta, item_texts=item_texts)
-    return ds, len(sequences) - len(kept)
+    return SeqDataset(root, name, train, val, test, smap, umap, meta), len(sequences) - len(kept)
 
 
 # ----------------------------------------------------------------------------------------------- pretrain corpus

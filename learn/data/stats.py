@@ -18,13 +18,8 @@ def length_stats(lengths: list[int]) -> dict:
     if not lengths:
         return {"count": 0}
     a = np.asarray(lengths)
-    hist = {}
-    for lo, hi in zip(BUCKET_EDGES, (*BUCKET_EDGES[1:], None)):
-        n = int(((a >= lo) & (a < hi)).sum()) if hi else int((a >= lo).sum())
-        if n:
-            hist[f"{lo}-{hi - 1}" if hi else f"{lo}+"] = n
-    if (a < 1).any():
-        hist = {"0": int((a < 1).sum()), **hist}
+    labels = ["0", *(f"{lo}-{hi - 1}" for lo, hi in zip(BUCKET_EDGES, BUCKET_EDGES[1:])), f"{BUCKET_EDGES[-1]}+"]
+    counts = np.histogram(a, bins=[-np.inf, *BUCKET_EDGES, np.inf])[0]  # "0" holds lengths below 1
     return {
         "count": int(a.size),
         "min": int(a.min()),
@@ -33,7 +28,7 @@ def length_stats(lengths: list[int]) -> dict:
         "p90": float(np.percentile(a, 90)),
         "p99": float(np.percentile(a, 99)),
         "max": int(a.max()),
-        "histogram": hist,
+        "histogram": {label: int(n) for label, n in zip(labels, counts) if n},
     }
 
 

@@ -62,12 +62,8 @@ def _as_text(value: Any) -> str:
 
 def field_value(meta: dict, field: str) -> str:
     """The cleaned value of ``field`` ("title", "brand" or "category") in ``meta``; "" when absent."""
-    for _, _, keys in (f for f in _FIELDS if f[0] == field):
-        for key in keys:
-            text = _as_text(meta.get(key))
-            if text:
-                return text
-    return ""
+    keys = next((keys for name, _, keys in _FIELDS if name == field), ())
+    return next((text for key in keys if (text := _as_text(meta.get(key)))), "")
 
 
 def item_text(meta: dict | None) -> str:

@@ -74,8 +74,7 @@ def parse_source(source: str) -> Source:
     if url.scheme not in ("http", "https") or not url.netloc:
         raise LearnError(f"cannot download {source!r}: expected an http(s):// URL, hf://ORG/NAME or a Google Drive "
                          "link/gdrive://ID")
-    host = url.netloc.lower()
-    if host in ("drive.google.com", "docs.google.com", "drive.usercontent.google.com"):
+    if url.netloc.lower() in ("drive.google.com", "docs.google.com", "drive.usercontent.google.com"):
         m = re.search(rf"/folders/({_DRIVE_ID})", url.path)
         if m:
             return Source("gdrive-folder", m.group(1))
@@ -125,14 +124,6 @@ def _total_from_content_range(value: str | None) -> tuple[int | None, int | None
     return (int(start) if start else None), (int(total) if total and total != "*" else None)
 
 
-def _file_name_from_url(url: str) -> str:
-    raw = PurePosixPath(urlparse(url).path).name
-    if not raw or raw in (".", ".."):
-        raise LearnError(f"cannot derive a file name from {url!r}; pass --name FILE")
-    name = unquote(raw)
-    return check_file_name(name, f"the file name {name!r} decoded from {url!r}", "pass --name FILE")
-
-
 def http_download(url: str, dest: Path, sha256: str | None = None, retries: int = 3, timeout: float = 60.0,
                   quiet: bool = False) -> Path:
     """Download ``url`` to ``dest`` via ``dest.part`` with resume; returns ``dest`` once size and sha256 check out."""
@@ -163,15 +154,13 @@ def http_download(url: str, dest: Path, sha256: str | None = None, retries: int 
                     if start != offset:
                         raise LearnError(f"download of {url} failed: server resumed at byte {start}, "
                                          f"asked for {offset}")
-                    mode = "ab"
                 else:  # 200: a full body (the server ignored Range, or there was nothing to resume)
-                    offset, mode = 0, "wb"
-                    length = r.headers.get("Content-Length")
+                    offset, length = 0, r.headers.get("Content-Length")
                     total = int(length) if length and "Content-Encoding" not in r.headers else None
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                           desc=dest.name, disable=quiet, leave=False)
-                with open(part, mode) as f, bar:
+                with open(part, "ab" if offset else "wb") as f, tqdm(
+                        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                        disable=quiet, leave=False) as bar:
                     for block in r.iter_content(CHUNK):
                         f.write(block)
                         bar.update(len(block))
@@ -262,10 +251,15 @@ def download(source: str, to: str | Path, sha256: str | None = None, name: str |
         what = "hf:// repositories" if src.kind == "hf" else "Google Drive folders"
         raise LearnError(f"--sha256 applies to single files, not {what}")
     check_output_dir(to, "--to folder")
-    file_name = (name or _file_name_from_url(src.ref)) if src.kind == "http" else name
+    if src.kind == "http" and not name:
+        raw = PurePosixPath(urlparse(src.ref).path).name
+        if raw in ("", ".", ".."):
+            raise LearnError(f"cannot derive a file name from {src.ref!r}; pass --name FILE")
+        name = check_file_name(unquote(raw), f"the file name {unquote(raw)!r} decoded from {src.ref!r}",
+                               "pass --name FILE")
     created = missing_parents(to)  # removed again (when empty) if the download is refused
     try:
-        result = _fetch(src, to, file_name, sha256, retries, quiet)
+        result = _fetch(src, to, name, sha256, retries, quiet)
     except BaseException:
         remove_empty(created)
         raise

@@ -58,11 +58,9 @@ def missing_parents(folder: str | Path) -> list[Path]:
 
 def remove_empty(created: list[Path]) -> None:
     """Remove the folders :func:`missing_parents` listed, deepest first, as long as they are empty."""
-    for p in created:
-        try:
+    with contextlib.suppress(OSError):  # the first one that is not empty (or is gone) stops the walk up
+        for p in created:
             p.rmdir()
-        except OSError:
-            return
 
 
 def check_output_dir(path: str | Path, what: str = "output folder") -> None:
@@ -70,11 +68,9 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DataError(path, f"exists and is not a folder (the {what} must be a folder)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DataError(parent, f"is not a folder, so the {what} {path} cannot be created")
-            return
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataError(parent, f"is not a folder, so the {what} {path} cannot be created")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -195,9 +195,7 @@ def load_encoder(llm: str | None = None, *, dtype: str = "auto", device: str = "
         dtype = "fp32" if device == "cpu" else "fp16"  # fp16 on GPUs, as the paper
     if dtype not in _TORCH_DTYPES:
         raise LearnError(f"--dtype must be one of fp32, bf16, fp16 (got {dtype!r})")
-    kw = {"trust_remote_code": trust_remote_code}
-    if path is not None:
-        kw["local_files_only"] = True
+    kw = {"trust_remote_code": trust_remote_code, "local_files_only": path is not None}
     try:
         config = AutoConfig.from_pretrained(src, **kw)
         tokenizer = AutoTokenizer.from_pretrained(src, **kw)
@@ -261,31 +259,23 @@ def _matches(store: ItemStore, config: dict, keys: Sequence[str]) -> bool:
 
 
 def _merge(out: Path, parts: list[Path], keys: Sequence[str], meta: StoreMeta, dtype: str, overwrite: bool) -> None:
-    """Rank 0: combine the part stores into ``out`` (a lone part is renamed in place, no copy)."""
+    """Rank 0: the first part store becomes ``out`` (renamed in place, no copy), the other parts' items copied in."""
     wanted = {k.encode("utf-8") for k in keys}
     parts = [p for p in parts if is_lmdb_dir(p)]
-    if len(parts) == 1:
-        with StoreWriter(out, dtype, work_dir=parts[0], overwrite=overwrite) as w:
-            w.reserve(CONFIG_KEY)
-            extra = w.done_keys() - set(keys)
-            if extra:
-                w.delete_many(extra)
-            if w.count() != len(keys):
-                raise LearnError(f"internal error: {w.count()} of {len(keys)} items embedded; rerun to resume")
-            w.finalize(meta)
-        return
-    seen: set[bytes] = set()
-    with StoreWriter(out, dtype, overwrite=overwrite) as w:
-        for part in parts:
+    with StoreWriter(out, dtype, work_dir=parts[0], overwrite=overwrite) as w:
+        w.reserve(CONFIG_KEY)
+        have = {k.encode("utf-8") for k in w.done_keys()}
+        for part in parts[1:]:
             env = open_read(part, lock=True)
             try:
                 with env.begin(buffers=True) as txn:
-                    w.copy_from(txn, lambda kb: kb in wanted and kb not in seen and not seen.add(kb))
+                    w.copy_from(txn, lambda kb: kb in wanted and kb not in have and not have.add(kb))
             finally:
                 env.close()
-        if len(seen) != len(wanted):
-            raise LearnError(f"internal error: {len(seen)} of {len(wanted)} items embedded; rerun to resume")
-        w.dim = meta.dim
+        if extra := w.done_keys() - set(keys):
+            w.delete_many(extra)
+        if w.count() != len(keys):
+            raise LearnError(f"internal error: {w.count()} of {len(keys)} items embedded; rerun to resume")
         w.finalize(meta)
 
 

@@ -75,10 +75,9 @@ class Inference:
     def user_key(self, user: str) -> str:
         """The split key of an original user id (``umap.json``); a split key itself is accepted too."""
         ds = self.dataset
-        if user in ds.umap and str(ds.umap[user]) in self.split_users:
-            return str(ds.umap[user])
-        if user in self.split_users and not ds.umap:
-            return user
+        key = str(ds.umap[user]) if user in ds.umap else None if ds.umap else user
+        if key in self.split_users:
+            return key
         raise LearnError(f"unknown user {user!r}: not in {ds.root / 'umap.json'} (original user ids)")
 
     @cached_property

@@ -326,6 +326,5 @@ def main(argv: list[str]) -> int:
     p.add_argument("--extract", action="store_true", help="unpack a .zip/.tar[.gz|.bz2|.xz]/.tgz into DIR/<stem>/")
     p.add_argument("--retries", type=int, default=3, help="reconnects after a dropped connection (default 3)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    print(download(args.source, args.to, args.sha256, args.name, args.extract, args.retries, args.quiet))
+    print(download(**vars(p.parse_args(argv))))  # every flag is an argument of download() of the same name
     return 0

@@ -12,7 +12,6 @@ item store a model was trained on (LLM, layer, text template) travels in its ``m
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from learn.errors import DataError, LearnError
@@ -50,8 +49,9 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         model = inner
 
 
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+def _weights_file(path: Path) -> Path:
+    """A weights folder's model.safetensors (a .safetensors path is itself)."""
+    return path if path.suffix == ".safetensors" else path / "model.safetensors"
 
 
 def save_weights(model: torch.nn.Module, config_yaml: str, folder: str | Path, store: dict | None = None,
@@ -64,7 +64,8 @@ def save_weights(model: torch.nn.Module, config_yaml: str, folder: str | Path, s
     metadata = {"format": "pt"}
     if store:
         metadata[STORE_KEY] = json.dumps(store, sort_keys=True)
-    atomic_write_bytes(folder / "model.safetensors", save(model_state(model), metadata=metadata))
+    state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+    atomic_write_bytes(folder / "model.safetensors", save(state, metadata=metadata))
     atomic_write_text(folder / "config.yaml", config_yaml)
     if manifest:
         write_manifest(folder, WEIGHT_FILES)
@@ -104,19 +105,8 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") 
         raise DataError(cfg_path, f"unknown model config keys: {', '.join(unknown)}")
     cfg = ModelConfig(**section)
     cfg.validate()
-    try:
-        state = load_file(weights)
-    except (SafetensorError, OSError) as e:
-        raise DataError(weights, f"unreadable safetensors file ({e})") from None
     model = LEARNModel(cfg)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatch
-        raise DataError(weights, f"weights do not match config.yaml: {str(e).strip().splitlines()[-1].strip()}") \
-            from None
-    if missing or unexpected:
-        raise DataError(weights, f"weights do not match config.yaml: missing {missing[:3]}, unexpected "
-                                 f"{unexpected[:3]}")
+    load_matching(model, path).require_all("match config.yaml")
     return model.to(map_location).eval()
 
 
@@ -131,12 +121,8 @@ def identity_of(meta) -> dict:
 
 def store_identity(weights: str | Path) -> dict | None:
     """The item-store identity recorded in a weights file / folder, or None (weights from elsewhere or older)."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(weights)
-    file = path if path.suffix == ".safetensors" else path / "model.safetensors"
     try:
-        with safe_open(str(file), "pt") as f:
+        with safe_open(str(_weights_file(Path(weights))), "pt") as f:
             raw = (f.metadata() or {}).get(STORE_KEY)
         return json.loads(raw) if raw else None
     except (OSError, SafetensorError, json.JSONDecodeError):
@@ -165,15 +151,8 @@ def check_model_store(model: torch.nn.Module, weights: str | Path, store, store_
     check_store(store_identity(weights), store.meta, store_path, f"the model {weights}")
 
 
-def save_checkpoint(
-    ckpt_root: Path,
-    step: int,
-    model: torch.nn.Module,
-    train_state: dict[str, Any],
-    config_yaml: str,
-    keep_last_n: int = 2,
-    store: dict | None = None,
-) -> Path:
+def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, train_state: dict[str, Any], config_yaml: str,
+                    keep_last_n: int = 2, store: dict | None = None) -> Path:
     """Write ``ckpt_root/step-{step:08d}`` atomically, then prune older step folders beyond ``keep_last_n``."""
     final = ckpt_root / f"step-{step:08d}"
     with atomic_dir(final, overwrite=True) as tmp:
@@ -181,16 +160,17 @@ def save_checkpoint(
         torch.save(train_state, tmp / "train_state.pt")
         write_manifest(tmp, FILES)
     if keep_last_n > 0:
-        steps = sorted(list_steps(ckpt_root))
-        for old in steps[:-keep_last_n]:
+        for old in list_steps(ckpt_root)[:-keep_last_n]:
             shutil.rmtree(ckpt_root / f"step-{old:08d}", ignore_errors=True)
     return final
 
 
+def _subfolders(root: Path, pattern: re.Pattern) -> list[str]:
+    return [p.name for p in root.iterdir() if p.is_dir() and pattern.match(p.name)] if root.is_dir() else []
+
+
 def list_steps(ckpt_root: Path) -> list[int]:
-    if not ckpt_root.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in ckpt_root.iterdir() if p.is_dir() and (m := STEP_RE.match(p.name)))
+    return sorted(int(STEP_RE.match(name)[1]) for name in _subfolders(ckpt_root, STEP_RE))
 
 
 def remove_partial(ckpt_root: Path) -> list[str]:
@@ -198,9 +178,7 @@ def remove_partial(ckpt_root: Path) -> list[str]:
 
     Only call it while holding the run's lock: a live writer's temporary folder looks the same.
     """
-    if not ckpt_root.is_dir():
-        return []
-    gone = [p.name for p in ckpt_root.iterdir() if p.is_dir() and PARTIAL_RE.match(p.name)]
+    gone = _subfolders(ckpt_root, PARTIAL_RE)
     for name in gone:
         shutil.rmtree(ckpt_root / name, ignore_errors=True)
     return gone
@@ -243,16 +221,14 @@ def latest_valid(ckpt_root: Path, log=print) -> Path | None:
     """The newest step folder that verifies; corrupted ones are reported and skipped."""
     for step in reversed(list_steps(ckpt_root)):
         folder = ckpt_root / f"step-{step:08d}"
-        problem = verify(folder)
-        if problem is None:
+        if (problem := verify(folder)) is None:
             return folder
         log(f"skipping checkpoint {folder}: {problem}")
     return None
 
 
 def load_train_state(folder: Path) -> dict[str, Any]:
-    problem = verify(folder)
-    if problem:
+    if problem := verify(folder):
         raise LearnError(f"{folder}: not a usable checkpoint ({problem})")
     return torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
 
@@ -264,33 +240,17 @@ def resolve_weights(path: str | Path) -> Path:
         return path
     if (path / "best" / "model.safetensors").exists():
         return path / "best"
-    latest = latest_valid(path / "checkpoints")
-    if latest is not None:
+    if (latest := latest_valid(path / "checkpoints")) is not None:
         return latest
     raise LearnError(f"{path}: no model.safetensors, best/ or checkpoints/step-* found")
 
 
-def load_weights(model: torch.nn.Module, folder: str | Path, strict: bool = True) -> Path:
-    """Load model.safetensors from a run / checkpoint / model folder (or a .safetensors file) into ``model``."""
-    path = resolve_weights(folder)
-    file = path if path.suffix == ".safetensors" else path / "model.safetensors"
-    if not file.exists():
-        raise LearnError(f"{file}: weights not found (expected a checkpoint folder with model.safetensors)")
-    state = load_file(str(file))
-    target = unwrap(model)
-    if strict:
-        missing, unexpected = target.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise LearnError(
-                f"{file}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-        return path
-    own = target.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise LearnError(f"{file}: no weight fits the model (different architecture?)")
-    target.load_state_dict(usable, strict=False)
-    return path
+def load_weights(model: torch.nn.Module, folder: str | Path) -> Path:
+    """Load model.safetensors from a run / checkpoint / model folder (or a .safetensors file) into ``model``; every
+    tensor must fit. Returns the folder (or file) read."""
+    report = load_matching(model, folder)
+    report.require_all("fit the model")
+    return report.source
 
 
 # ----------------------------------------------------------------------------------------------- partial loading
@@ -321,21 +281,24 @@ class LoadReport:
             more = len(self.skipped) - len(shown)
             text += f"; skipped {len(self.skipped)}: " + ", ".join(shown) + (f" ... (+{more} more)" if more else "")
         if self.unused:
-            text += f"; unused from the source: {', '.join(self.unused[:6])}" + (" ..." if len(self.unused) > 6
-                                                                               else "")
+            text += f"; unused from the source: {', '.join(self.unused[:6])}{' ...' if len(self.unused) > 6 else ''}"
         return text
+
+    def require_all(self, what: str) -> None:
+        """Refuse (one line) a load that left a model tensor at its initial value or a source tensor unused."""
+        if self.skipped or self.unused:
+            skipped = [f"{k} ({why})" for k, why in list(self.skipped.items())[:3]]
+            problem = f"weights do not {what}: skipped {skipped}, unused {self.unused[:3]}"
+            raise DataError(_weights_file(self.source), problem)
 
 
 def load_matching(model: torch.nn.Module, folder: str | Path) -> LoadReport:
     """Load every tensor of a run / checkpoint / weights folder that fits ``model`` by name and shape; report."""
-    from safetensors import SafetensorError
-
     path = resolve_weights(folder)
-    file = path if path.suffix == ".safetensors" else path / "model.safetensors"
     try:
-        state = load_file(str(file))
+        state = load_file(_weights_file(path))
     except (OSError, SafetensorError) as e:
-        raise LearnError(f"{file}: unreadable weights ({e})") from None
+        raise DataError(_weights_file(path), f"unreadable safetensors file ({e})") from None
     target = unwrap(model)
     own = target.state_dict()
     report = LoadReport(source=path, unused=[k for k in state if k not in own])
@@ -365,10 +328,8 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / ".lock"
-        self.created = not self.run_dir.exists()
-        missing = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
-        self.made = missing  # the folders this process creates, innermost first
-        self.file = None
+        self.made = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]  # to create, innermost first
+        self.created = bool(self.made)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise LearnError(f"{self.run_dir}: exists and is not a run folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -377,7 +338,7 @@ class RunLock:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             f.close()
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            if isinstance(e, BlockingIOError | PermissionError):  # EAGAIN / EWOULDBLOCK, EACCES
                 raise LearnError(f"{self.run_dir} is in use by another training process (its .lock is held); wait "
                                  f"for it or pick another log.run_name") from None
             raise

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from learn.errors import LearnError
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,6 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def backend_for(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
-
-
 def pick_device(requested: str = "auto", local_rank: int = 0,
                 no_cuda: str = "device=cuda requested but no CUDA device is available (use train.device=cpu)",
                 ) -> torch.device:
@@ -42,8 +41,6 @@ def pick_device(requested: str = "auto", local_rank: int = 0,
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from learn.errors import LearnError
-
         raise LearnError(no_cuda)
     device = torch.device(requested) if requested.startswith("cuda:") else torch.device("cuda", local_rank)
     torch.cuda.set_device(device)
@@ -52,9 +49,8 @@ def pick_device(requested: str = "auto", local_rank: int = 0,
 
 def init(requested_device: str = "auto", timeout_default: float = 1800.0) -> DistInfo:
     """Initialise the process group when launched by torchrun; otherwise a single-process DistInfo."""
-    if not launched_by_torchrun():
-        return DistInfo(device=pick_device(requested_device))
-    return join(pick_device(requested_device, int(os.environ.get("LOCAL_RANK", 0))), timeout_default)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0)) if launched_by_torchrun() else 0
+    return join(pick_device(requested_device, local_rank), timeout_default)
 
 
 def join(device: torch.device | str, timeout_default: float = 1800.0) -> DistInfo:
@@ -66,12 +62,12 @@ def join(device: torch.device | str, timeout_default: float = 1800.0) -> DistInf
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():
-        if device.type == "cuda":
+        cuda = {"device_id": device} if device.type == "cuda" else {}
+        if cuda:
             torch.cuda.set_device(device)
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
         timeout = collective_timeout(timeout_default)
-        dist.init_process_group(backend_for(device), store=_round_store(rank, world, timeout), rank=rank,
-                                world_size=world, timeout=timeout, **kwargs)
+        dist.init_process_group("nccl" if cuda else "gloo", store=_round_store(rank, world, timeout), rank=rank,
+                                world_size=world, timeout=timeout, **cuda)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
@@ -90,14 +86,12 @@ def collective_timeout(default: float = 1800.0) -> datetime.timedelta:
     timeout only bounds a peer that hangs or whose machine vanished. Keep it above the longest rank-0-only
     stretch (validation, checkpoint writing), which the other ranks spend waiting in a barrier.
     """
-    from learn.errors import LearnError
-
     raw = os.environ.get("LEARN_DIST_TIMEOUT", str(default))
     try:
         seconds = float(raw)
     except ValueError:
-        seconds = -1.0
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        seconds = math.nan
+    if not 0 < seconds < math.inf:  # NaN fails both
         raise LearnError(f"LEARN_DIST_TIMEOUT={raw!r}: expected a positive number of seconds")
     return datetime.timedelta(seconds=seconds)
 
@@ -120,12 +114,12 @@ def _round_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Sto
 
 
 def barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if world()[0] > 1:
         dist.barrier()
 
 
 def broadcast_object(obj):
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if world()[0] == 1:
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)

@@ -122,8 +122,8 @@ class Encoder:
         return int(self.model.config.hidden_size)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)
-        return enc["input_ids"]
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
+                              add_special_tokens=True)["input_ids"]
 
     def embed_ids(self, ids: Sequence[Sequence[int]]):
         """One padded forward pass over token-id lists -> fp32 tensor ``[n, dim]`` on the CPU."""
@@ -250,8 +250,12 @@ def _read_part(part: Path, config: dict) -> set[str]:
         env.close()
 
 
-def _matches(store: ItemStore, config: dict, keys: Sequence[str]) -> bool:
-    m = store.meta
+def _up_to_date(out: Path, config: dict, keys: Sequence[str]) -> bool:
+    """``out`` is a readable item store made with these settings that holds exactly ``keys``."""
+    try:
+        m = (store := ItemStore(out)).meta
+    except LearnError:
+        return False
     have = (m.model, m.layer, m.pooling, m.max_length, m.text_template_hash, m.dtype, m.extra.get("compute_dtype"))
     want = (config["model"], config["layer"], "mean", config["max_length"], config["text_template_hash"],
             config["store_dtype"], config["compute_dtype"])
@@ -314,11 +318,7 @@ def embed_dataset(data: str | Path, out: str | Path, *, llm: str | None = None, 
     say = print if dist.is_main else (lambda *a, **k: None)
     partial = out.with_name(out.name + ".partial")
     if out.exists():
-        try:
-            current = ItemStore(out)
-        except LearnError:
-            current = None
-        if current is not None and _matches(current, config, keys):
+        if _up_to_date(out, config, keys):
             say(f"{out} is up to date ({len(keys)} items, model {model_id}); nothing to do")
             if dist.is_main and partial.exists():
                 shutil.rmtree(partial, ignore_errors=True)

@@ -40,13 +40,10 @@ IDENTITY = ("model", "layer", "text_template_hash")
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers, however nested."""
-    while True:
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, torch.nn.Module):
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, torch.nn.Module):
-            return model
+    while (isinstance(inner := getattr(model, "module", None), torch.nn.Module)
+           or isinstance(inner := getattr(model, "_orig_mod", None), torch.nn.Module)):
         model = inner
+    return model
 
 
 def _weights_file(path: Path) -> Path:

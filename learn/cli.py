@@ -35,17 +35,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = ["usage: python -m learn <command> [args]   (python -m learn <command> --help)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_usage())
+        width = max(map(len, COMMANDS))
+        print("usage: python -m learn <command> [args]   (python -m learn <command> --help)\n\ncommands:")
+        print("\n".join(f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()))
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -50,7 +50,7 @@ class _LauncherFilter:
         prefix, body = "", bare
         if bare.startswith("[rank") and "]:" in bare:  # torch prefixes a worker's uncaught traceback with [rankN]:
             prefix, body = bare.split("]:", 1)
-            body = body[1:] if body.startswith(" ") else body
+            body = body.removeprefix(" ")
         if body.startswith("error:"):
             self.error_line = body
         elif _EXCEPTION.match(body) and self.indented.get(prefix) and not body.startswith(_CHILD_FAILED):

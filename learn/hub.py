@@ -199,8 +199,9 @@ def archive_stem(path: Path) -> str | None:
 
 def _check_member(archive: Path, root: Path, name: str, tar_member: tarfile.TarInfo | None = None) -> None:
     """Reject absolute member names, any ``..`` component (even one that would stay inside), names that resolve
-    outside ``root`` and tar members that the "data" filter refuses (links pointing outside, device files)."""
-    real = os.path.realpath(root)
+    outside ``root`` (already resolved with realpath, once per archive) and tar members that the "data" filter
+    refuses (links pointing outside, device files)."""
+    real = str(root)
     if (name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name)
             or ".." in PurePosixPath(name.replace("\\", "/")).parts
             or os.path.commonpath([os.path.realpath(os.path.join(root, name)), real]) != real):
@@ -222,15 +223,16 @@ def extract_archive(archive: Path, to: Path | None = None) -> Path:
         raise LearnError(f"{to} already exists; remove it to extract {archive.name} again")
     try:
         with atomic_dir(to) as tmp:
+            root = Path(os.path.realpath(tmp))  # resolved once, not per member
             if archive.name.lower().endswith(".zip"):
                 with zipfile.ZipFile(archive) as zf:
                     for name in zf.namelist():
-                        _check_member(archive, tmp, name)
+                        _check_member(archive, root, name)
                     zf.extractall(tmp)
             else:
                 with tarfile.open(archive) as tf:
                     for member in tf.getmembers():
-                        _check_member(archive, tmp, member.name, member)
+                        _check_member(archive, root, member.name, member)
                     tf.extractall(tmp, filter="data")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         raise LearnError(f"{archive.name}: not a readable archive ({_short(e)})") from None

@@ -212,10 +212,14 @@ class _Views:
             if len(self.map) + len(new) > self.cap:
                 self.map.clear()
                 new = distinct
-            found = {k: self.txn.get(k.encode("utf-8")) for k in new}
-            missing = [k for k, v in found.items() if v is None]
-            found = {k: v for k, v in found.items() if v is not None}
-            for k, v in found.items():
+            found: dict[str, memoryview] = {}
+            missing: list[str] = []
+            for k in new:  # one pass: this runs for every streamed batch
+                v = self.txn.get(k.encode("utf-8"))
+                if v is None:
+                    missing.append(k)
+                    continue
+                found[k] = v
                 if len(v) != row_bytes:
                     raise LearnError(f"item store {path}: item {k!r} has {len(v)} bytes, expected {row_bytes}; "
                                      "the store is corrupt (a value has the wrong size)")

@@ -39,6 +39,9 @@ class ModelConfig:
     # normal: N(0, 0.02) like every weight | zero: the text+ID towers start as the text towers, and an item never seen
     # in training keeps a zero ID vector (ranked from its text alone)
     id_init: Literal["normal", "zero"] = "normal"
+    # training only: each item occurrence (history position or scored item) has its ID vector zeroed with this
+    # probability, so the towers keep ranking from text (as they must for items never seen in training)
+    id_dropout: float = 0.0
     # false: no text input at all (no adaptor); with item_id_embedding the towers are a SASRec-style ID model, the
     # in-trainer ID reference (item text vectors are loaded but unused)
     text_input: bool = True
@@ -59,6 +62,9 @@ class ModelConfig:
             (min(self.input_dim, self.hidden_size, self.ffn_size, self.output_dim) > 0, "model sizes must be > 0"),
             (self.num_layers >= 0, "model.num_layers must be >= 0"),
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
+            (0.0 <= self.id_dropout < 1.0, "model.id_dropout must be in [0, 1)"),
+            (self.id_dropout == 0.0 or (self.item_id_embedding and self.text_input),
+             "model.id_dropout needs model.item_id_embedding=true and model.text_input=true (text is the fallback)"),
             (not self.item_id_embedding or self.num_items > 0, "model.item_id_embedding needs model.num_items > 0"),
             (not self.item_bias or self.num_items > 0, "model.item_bias needs model.num_items > 0"),
             (self.text_input or self.item_id_embedding,
@@ -297,7 +303,11 @@ class LEARNModel(nn.Module):
             raise LearnError("model.item_id_embedding is on: item_ids are required")
         if mask is not None:
             item_ids = torch.where(mask, item_ids, torch.zeros_like(item_ids))  # padding ids may be anything
-        return self.id_embedding(item_ids)
+        vec = self.id_embedding(item_ids)
+        p = self.cfg.id_dropout
+        if p > 0.0 and self.training:  # whole vectors, no 1/(1-p) rescale: at eval every ID vector is present
+            vec = vec * (torch.rand(vec.shape[:-1], device=vec.device) >= p).unsqueeze(-1).to(vec.dtype)
+        return vec
 
     def _users_out(self, out: Tensor) -> Tensor:
         """User embeddings as returned: with ``item_bias`` a constant 1 is appended (it multiplies the item's b_i)."""

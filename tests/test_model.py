@@ -275,3 +275,22 @@ def test_zero_id_init_starts_as_the_text_towers():
     assert not m.id_embedding.weight.any() and not torch.equal(ids, other)
     torch.testing.assert_close(m.encode_sequence(x, mask, ids)[mask], m.encode_sequence(x, mask, other)[mask])
     torch.testing.assert_close(m.encode_items(x[:, 0], ids[:, 0]), m.encode_items(x[:, 0], other[:, 0]))
+
+
+def test_id_dropout_zeroes_whole_id_vectors_in_training_only():
+    """id_dropout: in training each occurrence keeps its full ID vector or none (text alone); eval uses them all."""
+    m = model(item_id_embedding=True, num_items=50, item_tower="table", hidden_size=24, id_dropout=0.5)
+    x = torch.randn(400, D)
+    ids = torch.randint(0, 50, (400,), generator=torch.Generator().manual_seed(3))
+    text = torch.nn.functional.normalize(m.tower.adaptor(x), dim=-1)
+    both = torch.nn.functional.normalize(m.tower.adaptor(x) + m.id_embedding(ids), dim=-1)
+    torch.testing.assert_close(m.encode_items(x, ids), both)  # eval: every ID vector present
+    m.train()
+    out = m.encode_items(x, ids)
+    is_text = torch.isclose(out, text, atol=1e-6).all(-1)
+    is_both = torch.isclose(out, both, atol=1e-6).all(-1)
+    assert (is_text ^ is_both).all() and 100 < int(is_text.sum()) < 300
+    with pytest.raises(LearnError, match="model.id_dropout"):
+        tiny(id_dropout=0.3).validate()
+    with pytest.raises(LearnError, match="model.id_dropout must be"):
+        tiny(item_id_embedding=True, num_items=5, id_dropout=1.0).validate()

@@ -52,6 +52,9 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.0
+    # extra decoupled weight decay on the item-ID table alone (text+ID): the ID vectors of items rarely or never in
+    # a batch shrink towards zero (ranked by their text), frequent items keep theirs
+    id_weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     warmup: str = "0"  # linear warm-up before the cosine decay: N optimizer steps (20) or epochs ("1 epoch")
@@ -265,6 +268,7 @@ def validate(cfg: RunConfig) -> None:
         (t.eval_metric in EVAL_METRICS, f"train.eval_metric: unknown {t.eval_metric!r} ({', '.join(EVAL_METRICS)})"),
         (t.eval_batch_size >= 1, f"train.eval_batch_size must be at least 1, got {t.eval_batch_size}"),
         (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
+        (t.weight_decay >= 0 and t.id_weight_decay >= 0, "train.weight_decay and train.id_weight_decay must be >= 0"),
         (m.num_heads >= 1, f"model.num_heads must be at least 1, got {m.num_heads}"),
         (m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
          f"model.hidden_size {m.hidden_size} is not divisible by model.num_heads {m.num_heads}"),

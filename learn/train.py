@@ -146,14 +146,20 @@ class Objective(nn.Module):
 
 
 def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only; the fused kernel (CPU and CUDA) when every parameter is float."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    params = decay + no_decay
+    """AdamW with weight decay on matrices only (+ ``id_weight_decay`` on the item-ID table, its own group when set);
+    the fused kernel (CPU and CUDA) when every parameter is float."""
+    named = list(model.named_parameters())
+    ids = [p for n, p in named if n.endswith("id_embedding.weight")] if t.id_weight_decay > 0 else []
+    decay = [p for n, p in named if p.ndim >= 2 and not any(p is q for q in ids)]
+    no_decay = [p for _, p in named if p.ndim < 2]
+    params = decay + no_decay + ids
     fused = bool(params) and all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params) and len(
         {p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if ids:
+        groups.append({"params": ids, "weight_decay": t.weight_decay + t.id_weight_decay})
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        groups,
         lr=t.lr,
         betas=tuple(t.betas),
         eps=t.eps,

@@ -1,4 +1,5 @@
-"""The in-trainer ID reference (``model.text_input=false model.item_id_embedding=true``): a SASRec-style ID model."""
+"""The in-trainer ID reference (``model.text_input=false model.item_id_embedding=true``): a SASRec-style ID model;
+and the text+ID fusion settings (zero-initialised ID table, ID dropout, weight decay on the ID table alone)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from learn.config import TrainConfig, load_config
 from learn.errors import LearnError
 from learn.model import LEARNModel
+from learn.train import build_optimizer
 from tests.test_model import batch, tiny
 from tests.test_train import _finetune_args, _losses, _run
 
@@ -42,3 +45,35 @@ def test_id_reference_finetunes(tmp_path):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert result["test"]["users"] == 40
     assert not any("adaptor" in k for k in load_file(run / "best" / "model.safetensors"))
+
+
+def test_id_weight_decay_shrinks_only_the_id_table():
+    """id_weight_decay: a group of its own; an ID row no batch touched decays by (1 - lr * decay), nothing else."""
+    torch.manual_seed(0)
+    m = LEARNModel(tiny(item_id_embedding=True, num_items=50))
+    assert len(build_optimizer(m, TrainConfig(lr=1e-2)).param_groups) == 2  # unchanged when off (old checkpoints)
+    opt = build_optimizer(m, TrainConfig(lr=1e-2, id_weight_decay=5.0))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 0.0, 5.0]
+    assert opt.param_groups[2]["params"][0] is m.id_embedding.weight
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    x, mask, _ = batch()
+    ids = torch.randint(0, 10, mask.shape, generator=torch.Generator().manual_seed(3))  # rows 10.. never used
+    m.encode_users(x, mask, ids).square().sum().backward()
+    opt.step()
+    torch.testing.assert_close(m.id_embedding.weight[10:], before["id_embedding.weight"][10:] * (1 - 1e-2 * 5.0))
+    adaptor = m.tower.adaptor.weight
+    assert not torch.equal(adaptor, before["tower.adaptor.weight"])  # trained, but by Adam alone: no decay on it
+    with pytest.raises(LearnError, match="id_weight_decay must be >= 0"):
+        load_config(None, ["train.id_weight_decay=-1"])
+
+
+def test_text_id_fusion_finetunes(tmp_path):
+    """zero-initialised ID table + ID dropout + ID weight decay through the CLI; never-seen items stay rankable."""
+    from tests.conftest import make_tiny_dataset
+
+    data, store = make_tiny_dataset(tmp_path)
+    result = _run(_finetune_args(tmp_path, data, store, "train.epochs=3", "model.item_id_embedding=true",
+                                 "model.id_init=zero", "model.id_dropout=0.5", "train.id_weight_decay=2.0"))
+    cfg = (tmp_path / "runs" / "ft" / "config.yaml").read_text()
+    assert "id_dropout: 0.5" in cfg and "id_weight_decay: 2.0" in cfg
+    assert result["test"]["users"] == 40 and 0.0 <= result["test"]["ndcg@10"] <= 1.0

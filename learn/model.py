@@ -36,11 +36,11 @@ class ModelConfig:
     # LayerNorm + dropout on the first hidden states of a history (input + position), as SASRec and BERT's embeddings
     embed_norm: bool = False
     item_id_embedding: bool = False  # text+ID variant: learnable item-ID embedding added to the adaptor output
-    # normal: N(0, 0.02) like every weight | zero: the text+ID towers start as the text towers, and an item never seen
-    # in training keeps a zero ID vector (ranked from its text alone)
+    # normal: N(0, 0.02) like every weight | zero: the text+ID towers start as the text towers (the full softmax still
+    # moves the ID vector of every catalogue item, as a negative; train.id_weight_decay pulls the unused ones back)
     id_init: Literal["normal", "zero"] = "normal"
     # training only: each item occurrence (history position or scored item) has its ID vector zeroed with this
-    # probability, so the towers keep ranking from text (as they must for items never seen in training)
+    # probability, so the towers keep ranking from text (as they must for items added after training)
     id_dropout: float = 0.0
     # false: no text input at all (no adaptor); with item_id_embedding the towers are a SASRec-style ID model, the
     # in-trainer ID reference (item text vectors are loaded but unused)

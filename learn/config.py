@@ -52,8 +52,8 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.0
-    # extra decoupled weight decay on the item-ID table alone (text+ID): the ID vectors of items rarely or never in
-    # a batch shrink towards zero (ranked by their text), frequent items keep theirs
+    # extra decoupled weight decay on the item-ID table alone (text+ID): every ID vector is pulled towards zero at rate
+    # lr * W, so only those the data keeps pushing stay large and the rest of the ranking is left to the text
     id_weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6

@@ -148,10 +148,10 @@ class Objective(nn.Module):
 def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (+ ``id_weight_decay`` on the item-ID table, its own group when set);
     the fused kernel (CPU and CUDA) when every parameter is float."""
-    named = list(model.named_parameters())
-    ids = [p for n, p in named if n.endswith("id_embedding.weight")] if t.id_weight_decay > 0 else []
-    decay = [p for n, p in named if p.ndim >= 2 and not any(p is q for q in ids)]
-    no_decay = [p for _, p in named if p.ndim < 2]
+    table = getattr(model, "id_embedding", None) if t.id_weight_decay > 0 else None
+    ids = [table.weight] if table is not None else []
+    decay = [p for p in model.parameters() if p.ndim >= 2 and not (ids and p is ids[0])]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     params = decay + no_decay + ids
     fused = bool(params) and all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params) and len(
         {p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")

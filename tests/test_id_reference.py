@@ -68,7 +68,7 @@ def test_id_weight_decay_shrinks_only_the_id_table():
 
 
 def test_text_id_fusion_finetunes(tmp_path):
-    """zero-initialised ID table + ID dropout + ID weight decay through the CLI; never-seen items stay rankable."""
+    """zero-initialised ID table + ID dropout + ID weight decay through the CLI: trains, saves the options, tests."""
     from tests.conftest import make_tiny_dataset
 
     data, store = make_tiny_dataset(tmp_path)

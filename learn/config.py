@@ -55,6 +55,10 @@ class TrainConfig:
     # extra decoupled weight decay on the item-ID table alone (text+ID): every ID vector is pulled towards zero at rate
     # lr * W, so only those the data keeps pushing stay large and the rest of the ranking is left to the text
     id_weight_decay: float = 0.0
+    # 0: that decay is the same for every item | K > 0: item i's ID vector decays at id_weight_decay * K / (K + n_i),
+    # n_i = its occurrences in the training sequences (shrinkage: a never-seen item gets it all, one seen K times half,
+    # so rare items rank from their text and frequent ones keep their IDs; applied after each optimizer step)
+    id_decay_half_count: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     warmup: str = "0"  # linear warm-up before the cosine decay: N optimizer steps (20) or epochs ("1 epoch")
@@ -269,6 +273,8 @@ def validate(cfg: RunConfig) -> None:
         (t.eval_batch_size >= 1, f"train.eval_batch_size must be at least 1, got {t.eval_batch_size}"),
         (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
         (t.weight_decay >= 0 and t.id_weight_decay >= 0, "train.weight_decay and train.id_weight_decay must be >= 0"),
+        (t.id_decay_half_count >= 0 and (t.id_decay_half_count == 0 or t.id_weight_decay > 0),
+         "train.id_decay_half_count must be >= 0 and needs train.id_weight_decay > 0 (the decay it scales)"),
         (m.num_heads >= 1, f"model.num_heads must be at least 1, got {m.num_heads}"),
         (m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
          f"model.hidden_size {m.hidden_size} is not divisible by model.num_heads {m.num_heads}"),

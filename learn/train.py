@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
@@ -146,8 +147,9 @@ class Objective(nn.Module):
 
 
 def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (+ ``id_weight_decay`` on the item-ID table, its own group when set);
-    the fused kernel (CPU and CUDA) when every parameter is float."""
+    """AdamW with weight decay on matrices only (+ ``id_weight_decay`` on the item-ID table, its own group when set:
+    AdamW's uniform decay, or only ``weight_decay`` there when ``IdRowDecay`` scales it per item); the fused kernel
+    (CPU and CUDA) when every parameter is float."""
     table = getattr(model, "id_embedding", None) if t.id_weight_decay > 0 else None
     ids = [table.weight] if table is not None else []
     decay = [p for p in model.parameters() if p.ndim >= 2 and not (ids and p is ids[0])]
@@ -157,7 +159,8 @@ def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
         {p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if ids:
-        groups.append({"params": ids, "weight_decay": t.weight_decay + t.id_weight_decay})
+        per_item = t.id_decay_half_count > 0
+        groups.append({"params": ids, "weight_decay": t.weight_decay + (0.0 if per_item else t.id_weight_decay)})
     return torch.optim.AdamW(
         groups,
         lr=t.lr,
@@ -165,6 +168,33 @@ def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
         eps=t.eps,
         fused=fused or None,
     )
+
+
+class IdRowDecay:
+    """``train.id_decay_half_count=K``: after each optimizer step, row i of the item-ID table is multiplied by
+    ``1 - lr * W * K / (K + n_i)`` (decoupled, like AdamW's), n_i = item i's occurrences in the training sequences.
+
+    AdamW's own decay is the same for every row, and Adam's normalised steps make a rare item's ID vector move as far
+    as a frequent one's; this shrinks each ID vector by how little the data supports it, so a rare item is ranked from
+    its text and a frequent one keeps its ID. Stateless (the counts come from the data), so resume is unaffected.
+    """
+
+    def __init__(self, weight: Tensor, counts, decay: float, half_count: float):
+        n = torch.as_tensor(counts, dtype=torch.float64)
+        self.weight = weight
+        self.rate = (decay * half_count / (half_count + n)).to(weight.dtype).to(weight.device).unsqueeze(1)
+
+    @torch.no_grad()
+    def __call__(self, lr: float) -> None:
+        self.weight.mul_(1.0 - lr * self.rate)
+
+
+def item_counts(seqs, num_items: int):
+    """Occurrences of every item index in the training sequences (a list of lists or a ``SequenceFile``)."""
+    if isinstance(seqs, SequenceFile):
+        return seqs.item_counts(num_items)
+    flat = np.fromiter((i for s in seqs for i in s), dtype=np.int64)
+    return np.bincount(flat, minlength=num_items)[:num_items]
 
 
 def cosine_lambda(warmup: int, total: int):
@@ -363,6 +393,7 @@ class Trainer:
             self.table = item_table(self.store, self.keys) if cfg.data.preload_store else None
         if not len(seqs):
             raise LearnError("no training sequences left after the length filter")
+        self.counts = item_counts(seqs, len(self.keys)) if t.id_decay_half_count > 0 else None
         self.input_dim = self.store.dim
         mode = t.stage
         window = t.dense_target_window if LOSSES[self.loss].window else 0
@@ -479,6 +510,15 @@ class Trainer:
             t.item_dropout,
         )
         self.optimizer = build_optimizer(self.model, t)
+        self.id_decay = None
+        if t.id_decay_half_count > 0:
+            if self.model.id_embedding is None:
+                raise LearnError("train.id_decay_half_count needs model.item_id_embedding=true (an item-ID table)")
+            self.id_decay = IdRowDecay(self.model.id_embedding.weight, self.counts, t.id_weight_decay,
+                                       t.id_decay_half_count)
+            rate = self.id_decay.rate.squeeze(1)
+            self.log(f"ID decay per item: {rate.max():.3g} (never seen) to {rate.min():.3g} (most frequent), median "
+                     f"{rate.median():.3g}")
         # the averaged copy is what validation, the best checkpoint and the test read (the raw weights keep training)
         self.ema = None
         if t.ema_decay > 0:
@@ -696,8 +736,11 @@ class Trainer:
             if t.clip_grad > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.id_decay is not None and (scale is None or self.scaler.get_scale() >= scale):  # not a skipped step
+                self.id_decay(self.optimizer.param_groups[-1]["lr"])
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             if self.ema is not None:

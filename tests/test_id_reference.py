@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from learn.config import TrainConfig, load_config
 from learn.errors import LearnError
 from learn.model import LEARNModel
-from learn.train import build_optimizer
+from learn.train import IdRowDecay, build_optimizer, item_counts
 from tests.test_model import batch, tiny
 from tests.test_train import _finetune_args, _losses, _run
 
@@ -77,3 +77,43 @@ def test_text_id_fusion_finetunes(tmp_path):
     cfg = (tmp_path / "runs" / "ft" / "config.yaml").read_text()
     assert "id_dropout: 0.5" in cfg and "id_weight_decay: 2.0" in cfg
     assert result["test"]["users"] == 40 and 0.0 <= result["test"]["ndcg@10"] <= 1.0
+
+
+def test_id_decay_half_count_scales_the_decay_by_item_frequency():
+    """id_decay_half_count=K: AdamW's group keeps only weight_decay; each untouched ID row then shrinks by exactly
+    1 - lr * W * K / (K + n_i), n_i its occurrences in the training sequences."""
+    torch.manual_seed(0)
+    m = LEARNModel(tiny(item_id_embedding=True, num_items=50))
+    t = TrainConfig(lr=1e-2, weight_decay=0.1, id_weight_decay=5.0, id_decay_half_count=2.0)
+    opt = build_optimizer(m, t)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0, 0.1]  # the ID decay is IdRowDecay's
+    counts = item_counts([[1, 2, 2], [2, 3], [40]], 50)
+    assert counts[:5].tolist() == [0, 1, 3, 1, 0] and counts[40] == 1 and counts.sum() == 6
+    decay = IdRowDecay(m.id_embedding.weight, counts, t.id_weight_decay, t.id_decay_half_count)
+    before = m.id_embedding.weight.detach().clone()
+    x, mask, _ = batch()
+    ids = torch.randint(0, 10, mask.shape, generator=torch.Generator().manual_seed(3))  # rows 10.. never used
+    m.encode_users(x, mask, ids).square().sum().backward()
+    opt.step()
+    decay(opt.param_groups[-1]["lr"])
+    n = torch.as_tensor(counts[10:], dtype=torch.float32).unsqueeze(1)
+    expected = before[10:] * (1 - 0.1 * 1e-2) * (1 - 1e-2 * 5.0 * 2.0 / (2.0 + n))
+    torch.testing.assert_close(m.id_embedding.weight[10:], expected)
+    assert decay.rate[41].item() == 5.0 and decay.rate[40].item() == pytest.approx(5.0 * 2 / 3)  # never seen: all of W
+    for bad, msg in ((["train.id_decay_half_count=-1", "train.id_weight_decay=1"], "id_decay_half_count must be"),
+                     (["train.id_decay_half_count=5"], "needs train.id_weight_decay > 0")):
+        with pytest.raises(LearnError, match=msg):
+            load_config(None, bad)
+
+
+def test_id_decay_half_count_finetunes_and_needs_an_id_table(tmp_path):
+    """Through the CLI: trains with the per-item decay (saved in config.yaml); refused without an ID table."""
+    from tests.conftest import make_tiny_dataset
+
+    data, store = make_tiny_dataset(tmp_path)
+    opts = ("train.epochs=2", "model.id_init=zero", "train.id_weight_decay=5.0", "train.id_decay_half_count=3")
+    result = _run(_finetune_args(tmp_path, data, store, "model.item_id_embedding=true", *opts))
+    assert "id_decay_half_count: 3" in (tmp_path / "runs" / "ft" / "config.yaml").read_text()
+    assert result["test"]["users"] == 40 and 0.0 <= result["test"]["ndcg@10"] <= 1.0
+    with pytest.raises(LearnError, match="id_decay_half_count needs model.item_id_embedding=true"):
+        _run(_finetune_args(tmp_path, data, store, "log.run_name=noid", *opts))

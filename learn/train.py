@@ -174,9 +174,10 @@ class IdRowDecay:
     """``train.id_decay_half_count=K``: after each optimizer step, row i of the item-ID table is multiplied by
     ``1 - lr * W * K / (K + n_i)`` (decoupled, like AdamW's), n_i = item i's occurrences in the training sequences.
 
-    AdamW's own decay is the same for every row, and Adam's normalised steps make a rare item's ID vector move as far
-    as a frequent one's; this shrinks each ID vector by how little the data supports it, so a rare item is ranked from
-    its text and a frequent one keeps its ID. Stateless (the counts come from the data), so resume is unaffected.
+    AdamW's own decay is the same for every row, and Adam's per-coordinate normalisation moves a rare item's ID vector
+    about as far per step as a frequent one's; this shrinks each ID vector by how little the data supports it, so a
+    rare item is ranked from its text and a frequent one keeps its ID. Stateless (the counts come from the data), so
+    resume is unaffected.
     """
 
     def __init__(self, weight: Tensor, counts, decay: float, half_count: float):
@@ -517,7 +518,7 @@ class Trainer:
             self.id_decay = IdRowDecay(self.model.id_embedding.weight, self.counts, t.id_weight_decay,
                                        t.id_decay_half_count)
             rate = self.id_decay.rate.squeeze(1)
-            self.log(f"ID decay per item: {rate.max():.3g} (never seen) to {rate.min():.3g} (most frequent), median "
+            self.log(f"ID decay per item: {rate.max():.3g} (rarest item) to {rate.min():.3g} (most frequent), median "
                      f"{rate.median():.3g}")
         # the averaged copy is what validation, the best checkpoint and the test read (the raw weights keep training)
         self.ema = None

@@ -275,6 +275,8 @@ def validate(cfg: RunConfig) -> None:
         (t.weight_decay >= 0 and t.id_weight_decay >= 0, "train.weight_decay and train.id_weight_decay must be >= 0"),
         (t.id_decay_half_count >= 0 and (t.id_decay_half_count == 0 or t.id_weight_decay > 0),
          "train.id_decay_half_count must be >= 0 and needs train.id_weight_decay > 0 (the decay it scales)"),
+        (t.id_decay_half_count == 0 or m.item_id_embedding,
+         "train.id_decay_half_count needs model.item_id_embedding=true (an item-ID table)"),
         (m.num_heads >= 1, f"model.num_heads must be at least 1, got {m.num_heads}"),
         (m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
          f"model.hidden_size {m.hidden_size} is not divisible by model.num_heads {m.num_heads}"),

@@ -183,7 +183,7 @@ class IdRowDecay:
     def __init__(self, weight: Tensor, counts, decay: float, half_count: float):
         n = torch.as_tensor(counts, dtype=torch.float64)
         self.weight = weight
-        self.rate = (decay * half_count / (half_count + n)).to(weight.dtype).to(weight.device).unsqueeze(1)
+        self.rate = (decay * half_count / (half_count + n)).to(weight).unsqueeze(1)
 
     @torch.no_grad()
     def __call__(self, lr: float) -> None:
@@ -512,9 +512,7 @@ class Trainer:
         )
         self.optimizer = build_optimizer(self.model, t)
         self.id_decay = None
-        if t.id_decay_half_count > 0:
-            if self.model.id_embedding is None:
-                raise LearnError("train.id_decay_half_count needs model.item_id_embedding=true (an item-ID table)")
+        if t.id_decay_half_count > 0:  # config validation guarantees the ID table
             self.id_decay = IdRowDecay(self.model.id_embedding.weight, self.counts, t.id_weight_decay,
                                        t.id_decay_half_count)
             rate = self.id_decay.rate.squeeze(1)
@@ -737,10 +735,11 @@ class Trainer:
             if t.clip_grad > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
-            scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+            # fp16 only: a skipped step (inf gradients) lowers the scale, and skips the ID decay too
+            scale = self.scaler.get_scale() if self.id_decay is not None and self.scaler.is_enabled() else None
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            if self.id_decay is not None and (scale is None or self.scaler.get_scale() >= scale):  # not a skipped step
+            if self.id_decay is not None and (scale is None or self.scaler.get_scale() >= scale):
                 self.id_decay(self.optimizer.param_groups[-1]["lr"])
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()

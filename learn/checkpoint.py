@@ -253,7 +253,7 @@ def load_weights(model: torch.nn.Module, folder: str | Path) -> Path:
 # ----------------------------------------------------------------------------------------------- partial loading
 # catalogue-specific tensors: they depend on the item set (one row per item), so a start from a run on another
 # catalogue drops them by shape; every other tensor belongs to the towers (adaptor, layers, positions, projection)
-CATALOGUE_TENSORS = ("id_embedding.weight", "item_bias")
+CATALOGUE_TENSORS = ("id_embedding.weight", "id_mask", "item_bias")
 
 
 @dataclass

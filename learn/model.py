@@ -42,6 +42,10 @@ class ModelConfig:
     # training only: each item occurrence (history position or scored item) has its ID vector zeroed with this
     # probability, so the towers keep ranking from text (as they must for items added after training)
     id_dropout: float = 0.0
+    # > 0: only items seen at least this many times in the training sequences get an ID vector; the rest (and items
+    # added after training) are ranked from their text alone. The trainer sets the mask from its data; it is saved
+    # with the weights (buffer ``id_mask``)
+    id_min_count: int = 0
     # false: no text input at all (no adaptor); with item_id_embedding the towers are a SASRec-style ID model, the
     # in-trainer ID reference (item text vectors are loaded but unused)
     text_input: bool = True
@@ -65,6 +69,9 @@ class ModelConfig:
             (0.0 <= self.id_dropout < 1.0, "model.id_dropout must be in [0, 1)"),
             (self.id_dropout == 0.0 or (self.item_id_embedding and self.text_input),
              "model.id_dropout needs model.item_id_embedding=true and model.text_input=true (text is the fallback)"),
+            (self.id_min_count >= 0, "model.id_min_count must be >= 0"),
+            (self.id_min_count == 0 or (self.item_id_embedding and self.text_input),
+             "model.id_min_count needs model.item_id_embedding=true and model.text_input=true (text is the fallback)"),
             (not self.item_id_embedding or self.num_items > 0, "model.item_id_embedding needs model.num_items > 0"),
             (not self.item_bias or self.num_items > 0, "model.item_bias needs model.num_items > 0"),
             (self.text_input or self.item_id_embedding,
@@ -284,6 +291,18 @@ class LEARNModel(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(cfg.num_items)) if cfg.item_bias else None
         if self.id_embedding is not None and cfg.id_init == "zero":
             nn.init.zeros_(self.id_embedding.weight)
+        # model.id_min_count: which items have an ID vector (set by set_id_mask; saved with the weights)
+        self.register_buffer("id_mask", torch.ones(cfg.num_items, dtype=torch.bool) if cfg.id_min_count > 0 else None)
+
+    @torch.no_grad()
+    def set_id_mask(self, counts) -> int:
+        """``model.id_min_count``: only items with ``counts[i] >= id_min_count`` (occurrences in the training
+        sequences) keep an ID vector; returns how many do (``num_items`` when the option is off)."""
+        if self.id_mask is None:
+            return self.cfg.num_items
+        known = torch.as_tensor(counts, device=self.id_mask.device) >= self.cfg.id_min_count
+        self.id_mask.copy_(known)
+        return int(known.sum())
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -304,6 +323,8 @@ class LEARNModel(nn.Module):
         if mask is not None:
             item_ids = torch.where(mask, item_ids, torch.zeros_like(item_ids))  # padding ids may be anything
         vec = self.id_embedding(item_ids)
+        if self.id_mask is not None:  # items below model.id_min_count have none
+            vec = vec * self.id_mask[item_ids].unsqueeze(-1).to(vec.dtype)
         p = self.cfg.id_dropout
         if p > 0.0 and self.training:  # whole vectors, no 1/(1-p) rescale: at eval every ID vector is present
             vec = vec * (torch.rand(vec.shape[:-1], device=vec.device) >= p).unsqueeze(-1).to(vec.dtype)

@@ -394,7 +394,8 @@ class Trainer:
             self.table = item_table(self.store, self.keys) if cfg.data.preload_store else None
         if not len(seqs):
             raise LearnError("no training sequences left after the length filter")
-        self.counts = item_counts(seqs, len(self.keys)) if t.id_decay_half_count > 0 else None
+        need_counts = t.id_decay_half_count > 0 or cfg.model.id_min_count > 0
+        self.counts = item_counts(seqs, len(self.keys)) if need_counts else None
         self.input_dim = self.store.dim
         mode = t.stage
         window = t.dense_target_window if LOSSES[self.loss].window else 0
@@ -506,6 +507,10 @@ class Trainer:
         self.store_identity = ckpt.identity_of(self.store.meta)  # recorded in every model.safetensors written
         if source is not None:
             self._init_from(source)
+        if cfg.model.id_min_count > 0:  # from this run's data (not the source's), before the EMA copy below
+            n = self.model.set_id_mask(self.counts)
+            self.log(f"ID vectors for {n:,} of {len(self.keys):,} items (seen >= {cfg.model.id_min_count} times in "
+                     f"training); the rest ranked from their text")
         self.objective = Objective(
             self.model, self.loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions,
             t.item_dropout,

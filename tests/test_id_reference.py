@@ -3,6 +3,8 @@ and the text+ID fusion settings (zero-initialised ID table, ID dropout, weight d
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -116,4 +118,28 @@ def test_id_decay_half_count_finetunes_and_needs_an_id_table(tmp_path):
     assert "id_decay_half_count: 3" in (tmp_path / "runs" / "ft" / "config.yaml").read_text()
     assert result["test"]["users"] == 40 and 0.0 <= result["test"]["ndcg@10"] <= 1.0
     with pytest.raises(LearnError, match="id_decay_half_count needs model.item_id_embedding=true"):
+        _run(_finetune_args(tmp_path, data, store, "log.run_name=noid", *opts))
+
+
+def test_id_min_count_finetunes_saves_the_mask_and_evaluates_the_same(tmp_path):
+    """Through the CLI: the mask is the training sequences' counts >= T, saved in model.safetensors (so `learn eval`
+    of the saved weights gives the run's own test numbers); T is refused without an ID table."""
+    from learn.data.bundle import load_bundle
+    from learn.evaluate import main as eval_main
+    from tests.conftest import make_tiny_dataset
+
+    data, store = make_tiny_dataset(tmp_path)
+    opts = ("train.epochs=2", "model.id_init=zero", "model.id_min_count=4")
+    result = _run(_finetune_args(tmp_path, data, store, "model.item_id_embedding=true", *opts))
+    run = tmp_path / "runs" / "ft"
+    ds = load_bundle(data, store).dataset
+    expected = item_counts([s for s in ds.train.values() if len(s) >= 2], len(ds.item_keys)) >= 4
+    saved = load_file(run / "best" / "model.safetensors")["id_mask"]
+    assert saved.dtype == torch.bool and saved.tolist() == expected.tolist() and 0 < saved.sum() < len(saved)
+    assert "id_min_count: 4" in (run / "config.yaml").read_text()
+    assert eval_main(["--ckpt", str(run / "best"), "--data", str(data), "--store", str(store),
+                      "--out", str(tmp_path / "ev")]) == 0
+    again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert again["test"]["ndcg@10"] == pytest.approx(result["test"]["ndcg@10"], abs=1e-6)
+    with pytest.raises(LearnError, match="model.id_min_count needs"):
         _run(_finetune_args(tmp_path, data, store, "log.run_name=noid", *opts))

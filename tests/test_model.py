@@ -277,6 +277,35 @@ def test_zero_id_init_starts_as_the_text_towers():
     torch.testing.assert_close(m.encode_items(x[:, 0], ids[:, 0]), m.encode_items(x[:, 0], other[:, 0]))
 
 
+def test_id_min_count_gives_id_vectors_only_to_frequent_items():
+    """id_min_count=T: an item seen fewer than T times is encoded from its text alone (as an item and in a history);
+    the mask is set from the counts, saved with the weights and read back."""
+    m = model(item_id_embedding=True, num_items=50, item_tower="table", hidden_size=24, id_min_count=3)
+    counts = torch.zeros(50, dtype=torch.long)
+    counts[:10] = 3
+    counts[10:20] = 2
+    assert m.set_id_mask(counts) == 10 and m.id_mask[:10].all() and not m.id_mask[10:].any()
+    x = torch.randn(50, D)
+    ids = torch.arange(50)
+    text = torch.nn.functional.normalize(m.tower.adaptor(x), dim=-1)
+    both = torch.nn.functional.normalize(m.tower.adaptor(x) + m.id_embedding(ids), dim=-1)
+    out = m.encode_items(x, ids)
+    torch.testing.assert_close(out[:10], both[:10])
+    torch.testing.assert_close(out[10:], text[10:])
+    xb, mask, _ = batch()
+    rare = torch.randint(10, 50, mask.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(m.encode_users(xb, mask, rare), m.encode_users(xb, mask, (rare + 1 - 10) % 40 + 10))
+    assert not torch.equal(m.encode_users(xb, mask, rare % 10), m.encode_users(xb, mask, (rare + 1) % 10))
+    assert model(item_id_embedding=True, num_items=50).set_id_mask(counts) == 50  # off: every item has one
+    assert "id_mask" not in model(item_id_embedding=True, num_items=50).state_dict()
+    with pytest.raises(LearnError, match="model.id_min_count needs"):
+        tiny(id_min_count=2).validate()
+    with pytest.raises(LearnError, match="model.id_min_count needs"):
+        tiny(item_id_embedding=True, text_input=False, num_items=5, id_min_count=2).validate()
+    with pytest.raises(LearnError, match="model.id_min_count must be"):
+        tiny(item_id_embedding=True, num_items=5, id_min_count=-1).validate()
+
+
 def test_id_dropout_zeroes_whole_id_vectors_in_training_only():
     """id_dropout: in training each occurrence keeps its full ID vector or none (text alone); eval uses them all."""
     m = model(item_id_embedding=True, num_items=50, item_tower="table", hidden_size=24, id_dropout=0.5)

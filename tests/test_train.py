@@ -250,6 +250,15 @@ def test_config_extends_another_file(tmp_path):
     assert sci == base and sci["train"]["lr"] == 1e-5
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads_and_validates(name):
+    """Each file under configs/ resolves (with what it extends) to a valid config whose model section builds."""
+    from learn.model import ModelConfig
+
+    cfg = load_config(ROOT / "configs" / name)
+    ModelConfig(**{**cfg.to_dict()["model"], "num_items": 10}).validate()
+
+
 def test_finetune_cli_bad_input_exits_2(tmp_path):
     from tests.conftest import run_cli
 

@@ -60,6 +60,7 @@ class ModelConfig:
         from learn.config import check_choices  # learn.config imports this module
 
         check_choices(self, "model.")  # a ModelConfig read from a checkpoint's config.yaml, not through load_config
+        text_fallback = self.item_id_embedding and self.text_input  # ID vectors that text can stand in for
         checks = [
             (self.num_heads > 0 and self.hidden_size % self.num_heads == 0,
              f"model.hidden_size {self.hidden_size} is not divisible by model.num_heads {self.num_heads}"),
@@ -67,10 +68,10 @@ class ModelConfig:
             (self.num_layers >= 0, "model.num_layers must be >= 0"),
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
             (0.0 <= self.id_dropout < 1.0, "model.id_dropout must be in [0, 1)"),
-            (self.id_dropout == 0.0 or (self.item_id_embedding and self.text_input),
+            (self.id_dropout == 0.0 or text_fallback,
              "model.id_dropout needs model.item_id_embedding=true and model.text_input=true (text is the fallback)"),
             (self.id_min_count >= 0, "model.id_min_count must be >= 0"),
-            (self.id_min_count == 0 or (self.item_id_embedding and self.text_input),
+            (self.id_min_count == 0 or text_fallback,
              "model.id_min_count needs model.item_id_embedding=true and model.text_input=true (text is the fallback)"),
             (not self.item_id_embedding or self.num_items > 0, "model.item_id_embedding needs model.num_items > 0"),
             (not self.item_bias or self.num_items > 0, "model.item_bias needs model.num_items > 0"),

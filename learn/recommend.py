@@ -168,7 +168,7 @@ def encode_histories(inf: Inference, histories: Sequence[Sequence[int]], batch_s
         else:  # a history holding items without a trained id (new items): zero ID vectors for those
             extra, known = None, hist < n_known
             if model.id_embedding is not None:
-                extra = model._id_vectors(torch.where(known, hist, torch.zeros_like(hist)), None)
+                extra = model._id_vectors(hist, known)  # rows past the trained catalogue are looked up as id 0
                 extra = extra * known.unsqueeze(-1).to(extra.dtype)
             readout = (mask.sum(1) - 1).clamp(min=0)
             out.append(model._users_out(model.tower(x, mask, extra, readout=readout).squeeze(1)).float())

@@ -46,7 +46,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _weights_file(path: Path) -> Path:
+def weights_file(path: Path) -> Path:
     """A weights folder's model.safetensors (a .safetensors path is itself)."""
     return path if path.suffix == ".safetensors" else path / "model.safetensors"
 
@@ -119,7 +119,7 @@ def identity_of(meta) -> dict:
 def store_identity(weights: str | Path) -> dict | None:
     """The item-store identity recorded in a weights file / folder, or None (weights from elsewhere or older)."""
     try:
-        with safe_open(str(_weights_file(Path(weights))), "pt") as f:
+        with safe_open(str(weights_file(Path(weights))), "pt") as f:
             raw = (f.metadata() or {}).get(STORE_KEY)
         return json.loads(raw) if raw else None
     except (OSError, SafetensorError, json.JSONDecodeError):
@@ -286,23 +286,28 @@ class LoadReport:
         if self.skipped or self.unused:
             skipped = [f"{k} ({why})" for k, why in list(self.skipped.items())[:3]]
             problem = f"weights do not {what}: skipped {skipped}, unused {self.unused[:3]}"
-            raise DataError(_weights_file(self.source), problem)
+            raise DataError(weights_file(self.source), problem)
 
 
-def load_matching(model: torch.nn.Module, folder: str | Path) -> LoadReport:
-    """Load every tensor of a run / checkpoint / weights folder that fits ``model`` by name and shape; report."""
+def load_matching(model: torch.nn.Module, folder: str | Path, exclude: tuple[str, ...] = ()) -> LoadReport:
+    """Load every tensor of a run / checkpoint / weights folder that fits ``model`` by name and shape; report.
+
+    ``exclude``: model tensors left at their initial value whatever fits (e.g. catalogue rows carried by item match).
+    """
     path = resolve_weights(folder)
     try:
-        state = load_file(_weights_file(path))
+        state = load_file(weights_file(path))
     except (OSError, SafetensorError) as e:
-        raise DataError(_weights_file(path), f"unreadable safetensors file ({e})") from None
+        raise DataError(weights_file(path), f"unreadable safetensors file ({e})") from None
     target = unwrap(model)
     own = target.state_dict()
     report = LoadReport(source=path, unused=[k for k in state if k not in own])
     usable = {}
     for k, v in own.items():
         report.params_total += v.numel()
-        if k not in state:
+        if k in exclude:
+            report.skipped[k] = "carried by item match"
+        elif k not in state:
             report.skipped[k] = "not in the source"
         elif state[k].shape != v.shape:
             report.skipped[k] = f"shape {tuple(state[k].shape)} vs {tuple(v.shape)}"

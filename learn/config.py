@@ -86,6 +86,9 @@ class TrainConfig:
     init_from: str = ""  # weights-only start (e.g. a pretraining checkpoint folder)
     # true: start even when some tower tensors of init_from do not fit (ID tables / item biases may always differ)
     init_partial: bool = False
+    # init_from's catalogue rows (ID table, item bias): shape = loaded when the shape fits; key / text = copied for
+    # the items this run shares with the source run's dataset, matched by item key / normalised text (learn.transfer)
+    init_items: Literal["shape", "key", "text"] = "shape"
     # exponential moving average of the weights, updated every optimizer step (0 = off); when on, validation, the
     # best checkpoint and the test read the averaged weights
     ema_decay: float = 0.0
@@ -277,6 +280,8 @@ def validate(cfg: RunConfig) -> None:
          "train.id_decay_half_count must be >= 0 and needs train.id_weight_decay > 0 (the decay it scales)"),
         (t.id_decay_half_count == 0 or m.item_id_embedding,
          "train.id_decay_half_count needs model.item_id_embedding=true (an item-ID table)"),
+        (t.init_items == "shape" or t.init_from,
+         "train.init_items=key|text needs train.init_from (the run to carry rows from)"),
         (m.num_heads >= 1, f"model.num_heads must be at least 1, got {m.num_heads}"),
         (m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
          f"model.hidden_size {m.hidden_size} is not divisible by model.num_heads {m.num_heads}"),

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from learn import checkpoint as ckpt
 from learn import distributed as D
+from learn import transfer
 from learn.config import RunConfig, load_config, parse_override, save_config
 from learn.data.bundle import item_table, load_bundle, open_store
 from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
@@ -482,8 +483,14 @@ class Trainer:
     def _init_from(self, source: Path) -> None:
         t = self.cfg.train
         ckpt.check_store(ckpt.store_identity(source), self.store.meta, self.store.path, f"train.init_from={source}")
-        report = ckpt.load_matching(self.model, source)
+        carry = t.init_items != "shape"
+        report = ckpt.load_matching(self.model, source, exclude=transfer.CARRIED if carry else ())
         self.log(report.summary())
+        if carry:
+            texts = self.eval_data.dataset.texts() if t.init_items == "text" and self.eval_data is not None else None
+            if t.init_items == "text" and texts is None:
+                raise LearnError("train.init_items=text needs data.dataset (this run's item texts)")
+            self.log(transfer.carry_catalogue(self.model, source, self.keys, texts, t.init_items).summary(t.init_items))
         missing = report.towers_missing
         if not report.loaded or (missing and not t.init_partial):
             towers = len(report.loaded) + len(missing)

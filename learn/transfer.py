@@ -1,0 +1,102 @@
+"""Carry an ``init_from`` run's catalogue rows (item-ID vectors, item biases) to another catalogue by item match.
+
+A start from another run (``train.init_from``) loads every tensor that fits by name and shape. The item-ID table
+and the per-item bias are indexed by the source's catalogue, so across catalogues a shape match means nothing.
+``train.init_items=key|text`` instead copies the row of every item this run shares with the source run's dataset:
+by item key (a catalogue that grew or shrank), or by normalised item text (two catalogues of the same things keyed
+differently, e.g. MovieLens-100K and -1M). Unmatched items keep their initial rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from learn.checkpoint import unwrap, weights_file
+from learn.errors import LearnError
+
+# the rows carried; ``id_mask`` (model.id_min_count) is recomputed from this run's own training data
+CARRIED = ("id_embedding.weight", "item_bias")
+
+
+def normalise(text: str) -> str:
+    """Case-folded word tokens joined by one space: punctuation and separators do not decide a text match."""
+    return " ".join(re.findall(r"\w+", text.casefold()))
+
+
+def source_dataset(weights: Path) -> Path:
+    """The ``data.dataset`` folder of the run whose ``model.safetensors`` is ``weights`` (from its config.yaml)."""
+    folder = weights.parent if weights.suffix == ".safetensors" else weights
+    path = folder / "config.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise LearnError(f"train.init_items: cannot read the source run's config ({path}: {e})") from None
+    dataset = ((doc or {}).get("data") or {}).get("dataset") if isinstance(doc, dict) else None
+    if not dataset:
+        raise LearnError(f"train.init_items: the source run ({path}) names no data.dataset (a pretraining run has no "
+                         f"catalogue to match); use train.init_items=shape")
+    if not Path(dataset).is_dir():
+        raise LearnError(f"train.init_items: the source run's dataset {dataset} (data.dataset in {path}) is not found")
+    return Path(dataset)
+
+
+def match_items(source: list[str], target: list[str]) -> dict[int, int]:
+    """``{target index: source index}`` for equal entries; an entry that occurs twice in the source matches nothing."""
+    index: dict[str, int] = {}
+    twice = set()
+    for i, s in enumerate(source):
+        if s in index:
+            twice.add(s)
+        index[s] = i
+    return {t: index[s] for t, s in enumerate(target) if s in index and s not in twice}
+
+
+@dataclass
+class CarryReport:
+    matched: int
+    items: int
+    tensors: list[str]
+
+    def summary(self, by: str) -> str:
+        what = ", ".join(self.tensors) or "no catalogue tensor"
+        return f"carried {what} rows of {self.matched:,} of {self.items:,} items from the source run (matched by {by})"
+
+
+def carry_rows(model: torch.nn.Module, weights: Path, pairs: dict[int, int]) -> list[str]:
+    """Copy source rows into ``model``'s catalogue tensors for ``{target index: source index}``; names carried."""
+    state = load_file(str(weights_file(weights)))
+    own = unwrap(model).state_dict()  # shares the parameters' storage: rows are written in place
+    carried = []
+    for name in CARRIED:
+        if name not in own or name not in state:
+            continue
+        src, dst = state[name], own[name]
+        if src.shape[1:] != dst.shape[1:]:
+            raise LearnError(f"train.init_items: {name} rows of the source have shape {tuple(src.shape[1:])}, this "
+                             f"model's {tuple(dst.shape[1:])}; use the source's model.* width")
+        if pairs:
+            rows = torch.tensor(list(pairs), dtype=torch.long)
+            with torch.no_grad():
+                dst[rows] = src[torch.tensor(list(pairs.values()), dtype=torch.long)].to(dst.dtype)
+        carried.append(name)
+    return carried
+
+
+def carry_catalogue(model: torch.nn.Module, weights: Path, keys: list[str], texts: list[str] | None,
+                    by: str) -> CarryReport:
+    """Match this run's items (``keys``, ``texts`` in index order) to the source run's dataset and copy their rows."""
+    from learn.data.formats import load_dataset
+
+    src = load_dataset(source_dataset(weights), validate=False)
+    if by == "key":
+        pairs = match_items(src.item_keys, keys)
+    else:
+        pairs = match_items([normalise(t) for t in src.texts()], [normalise(t) for t in texts or []])
+        pairs = {t: s for t, s in pairs.items() if texts[t].strip()}
+    return CarryReport(len(pairs), len(keys), carry_rows(model, weights, pairs))

@@ -486,11 +486,6 @@ class Trainer:
         carry = t.init_items != "shape"
         report = ckpt.load_matching(self.model, source, exclude=transfer.CARRIED if carry else ())
         self.log(report.summary())
-        if carry:
-            texts = self.eval_data.dataset.texts() if t.init_items == "text" and self.eval_data is not None else None
-            if t.init_items == "text" and texts is None:
-                raise LearnError("train.init_items=text needs data.dataset (this run's item texts)")
-            self.log(transfer.carry_catalogue(self.model, source, self.keys, texts, t.init_items).summary(t.init_items))
         missing = report.towers_missing
         if not report.loaded or (missing and not t.init_partial):
             towers = len(report.loaded) + len(missing)
@@ -498,6 +493,16 @@ class Trainer:
                 f"train.init_from={t.init_from}: the towers did not load ({len(missing)} of {towers} tower tensors do "
                 f"not fit, e.g. {', '.join(f'{k} ({report.skipped[k]})' for k in missing[:3])}); use the source's "
                 f"model.* settings" + (" or train.init_partial=true to start from what fits" if report.loaded else ""))
+        if carry:
+            texts = self.eval_data.dataset.texts() if t.init_items == "text" and self.eval_data is not None else None
+            if t.init_items == "text" and texts is None:
+                raise LearnError("train.init_items=text needs data.dataset (this run's item texts)")
+            self.log(transfer.carry_catalogue(self.model, source, self.keys, texts, t.init_items).summary(t.init_items))
+        elif set(report.loaded) & set(transfer.CARRIED):
+            other = transfer.other_catalogue(source, self.cfg.data.dataset or self.cfg.data.pretrain_corpus)
+            if other:
+                self.log(f"warning: the item-ID table / item biases were loaded by shape from a run on {other}; if "
+                         f"its items are not this run's in the same order, use train.init_items=key|text")
 
     def _build_model(self, explicit=None) -> None:
         cfg, t = self.cfg, self.cfg.train

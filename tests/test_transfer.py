@@ -77,6 +77,15 @@ def test_init_items_text_carries_rows_by_normalised_text_and_keeps_the_rest(sour
     trainer._release(refused=True)
 
 
+def test_shape_load_from_another_dataset_warns(source, capsys):
+    tmp, run, _ = source
+    small, small_store = make_tiny_dataset(tmp / "small", n_items=30)  # same size, another folder: loads by shape
+    _start(tmp, small, small_store, f"train.init_from={run}")._release(refused=True)
+    assert "warning: the item-ID table / item biases were loaded by shape from a run on" in capsys.readouterr().out
+    _start(tmp, tmp / "tiny", tmp / "tiny_store", f"train.init_from={run}")._release(refused=True)
+    assert "warning" not in capsys.readouterr().out  # the source's own dataset
+
+
 def test_init_items_key_carries_the_shared_keys_and_the_run_trains(source, capsys):
     tmp, run, state = source
     small, small_store = make_tiny_dataset(tmp / "small", n_items=25)  # the source's first 25 keys

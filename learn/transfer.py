@@ -99,9 +99,9 @@ def carry_rows(model: torch.nn.Module, weights: Path, pairs: dict[int, int]) -> 
             raise LearnError(f"train.init_items: {name} rows of the source have shape {tuple(src.shape[1:])}, this "
                              f"model's {tuple(dst.shape[1:])}; use the source's model.* width")
         if pairs:
-            rows = torch.tensor(list(pairs), dtype=torch.long)
+            rows = src[torch.tensor(list(pairs.values()), dtype=torch.long)]
             with torch.no_grad():
-                dst[rows] = src[torch.tensor(list(pairs.values()), dtype=torch.long)].to(dst.dtype)
+                dst[torch.tensor(list(pairs), dtype=torch.long, device=dst.device)] = rows.to(dst.device, dst.dtype)
         carried.append(name)
     return carried
 

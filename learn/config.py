@@ -282,6 +282,8 @@ def validate(cfg: RunConfig) -> None:
          "train.id_decay_half_count needs model.item_id_embedding=true (an item-ID table)"),
         (t.init_items == "shape" or t.init_from,
          "train.init_items=key|text needs train.init_from (the run to carry rows from)"),
+        (t.init_items != "text" or t.stage == "finetune",
+         "train.init_items=text needs a finetune run (its dataset's item texts); a pretraining run can use key"),
         (m.num_heads >= 1, f"model.num_heads must be at least 1, got {m.num_heads}"),
         (m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
          f"model.hidden_size {m.hidden_size} is not divisible by model.num_heads {m.num_heads}"),

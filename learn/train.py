@@ -494,12 +494,11 @@ class Trainer:
                 f"not fit, e.g. {', '.join(f'{k} ({report.skipped[k]})' for k in missing[:3])}); use the source's "
                 f"model.* settings" + (" or train.init_partial=true to start from what fits" if report.loaded else ""))
         if carry:
-            texts = self.eval_data.dataset.texts() if t.init_items == "text" and self.eval_data is not None else None
-            if t.init_items == "text" and texts is None:
-                raise LearnError("train.init_items=text needs data.dataset (this run's item texts)")
+            texts = self.eval_data.dataset.texts() if t.init_items == "text" else None  # finetune: keys = its items
             self.log(transfer.carry_catalogue(self.model, source, self.keys, texts, t.init_items).summary(t.init_items))
         elif set(report.loaded) & set(transfer.CARRIED):
-            other = transfer.other_catalogue(source, self.cfg.data.dataset or self.cfg.data.pretrain_corpus)
+            own = self.cfg.data.pretrain_corpus if t.stage == "pretrain" else self.cfg.data.dataset
+            other = transfer.other_catalogue(source, own)
             if other:
                 self.log(f"warning: the item-ID table / item biases were loaded by shape from a run on {other}; if "
                          f"its items are not this run's in the same order, use train.init_items=key|text")

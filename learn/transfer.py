@@ -29,36 +29,39 @@ def normalise(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.casefold()))
 
 
-def _source_data(weights: Path) -> tuple[Path, dict | None]:
-    """(the source run's config.yaml, its ``data`` section; None when the file is unreadable)."""
+def _source_data(weights: Path) -> tuple[Path, str, dict | None]:
+    """(the source run's config.yaml, its train.stage, its ``data`` section; None when the file is unreadable)."""
     folder = weights.parent if weights.suffix == ".safetensors" else weights
     path = folder / "config.yaml"
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return path, None
-    data = doc.get("data") if isinstance(doc, dict) else None
-    return path, data if isinstance(data, dict) else None
+        return path, "", None
+    doc = doc if isinstance(doc, dict) else {}
+    train, data = doc.get("train"), doc.get("data")
+    stage = str(train.get("stage", "")) if isinstance(train, dict) else ""
+    return path, stage, data if isinstance(data, dict) else None
 
 
 def source_dataset(weights: Path) -> Path:
-    """The ``data.dataset`` folder of the run whose ``model.safetensors`` is ``weights`` (from its config.yaml)."""
-    path, data = _source_data(weights)
+    """The ``data.dataset`` folder of the finetune run whose ``model.safetensors`` is ``weights`` (its config.yaml)."""
+    path, stage, data = _source_data(weights)
     if data is None:
         raise LearnError(f"train.init_items: cannot read the source run's config ({path})")
     dataset = data.get("dataset")
-    if not dataset:
-        raise LearnError(f"train.init_items: the source run ({path}) names no data.dataset (a pretraining run has no "
-                         f"catalogue to match); use train.init_items=shape")
+    if stage != "finetune" or not dataset:
+        raise LearnError(f"train.init_items: the source ({path}) is not a finetune run on a dataset (a pretraining "
+                         f"run's rows follow its corpus, not data.dataset); use train.init_items=shape")
     if not Path(dataset).is_dir():
         raise LearnError(f"train.init_items: the source run's dataset {dataset} (data.dataset in {path}) is not found")
     return Path(dataset)
 
 
 def other_catalogue(weights: Path, own: str) -> str | None:
-    """The source run's data folder when it is known and is not ``own`` (same folder: the same catalogue)."""
-    _, data = _source_data(weights)
-    folder = (data or {}).get("dataset") or (data or {}).get("pretrain_corpus")
+    """The source run's catalogue folder (its corpus when it pretrained, else its dataset) when it is known and is
+    not ``own`` (the same folder: the same catalogue)."""
+    _, stage, data = _source_data(weights)
+    folder = (data or {}).get("pretrain_corpus" if stage == "pretrain" else "dataset")
     if not folder or not own or Path(folder).resolve() == Path(own).resolve():
         return None
     return str(folder)

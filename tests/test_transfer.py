@@ -1,5 +1,6 @@
 """train.init_items: an init_from run's ID vectors / item biases carried to another catalogue by key or text."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,17 @@ def test_init_items_refuses_without_a_source_or_a_source_dataset(source, tmp_pat
     data, store = tmp / "tiny", tmp / "tiny_store"
     with pytest.raises(LearnError, match="train.init_items=key|text needs train.init_from"):
         _start(tmp, data, store, "train.init_items=key")
+    with pytest.raises(LearnError, match="train.init_items=text needs a finetune run"):
+        load_config(None, [f"train.init_from={run}", "train.init_items=text", "train.stage=pretrain"])
     with pytest.raises(LearnError, match="expected one of"):
         _start(tmp, data, store, f"train.init_from={run}", "train.init_items=title")
+    pre = tmp / "pretrained"  # the same weights, saved as if by a pretraining run (rows follow its corpus)
+    pre.mkdir()
+    shutil.copy(run / "best" / "model.safetensors", pre / "model.safetensors")
+    (pre / "config.yaml").write_text((run / "best" / "config.yaml").read_text().replace("stage: finetune",
+                                                                                          "stage: pretrain"))
+    with pytest.raises(LearnError, match="is not a finetune run on a dataset"):
+        _start(tmp, data, store, f"train.init_from={pre}", "train.init_items=key")
     moved = data.rename(tmp / "moved")  # the source run's dataset is gone from where its config.yaml says
     with pytest.raises(LearnError, match=f"the source run's dataset {data} .* is not found"):
         _start(tmp, moved, store, f"train.init_from={run}", "train.init_items=key")

@@ -51,6 +51,16 @@ def weights_file(path: Path) -> Path:
     return path if path.suffix == ".safetensors" else path / "model.safetensors"
 
 
+def saved_config(weights: Path) -> dict | None:
+    """The config.yaml saved with a weights file / folder (a training run's), or None when missing or unreadable."""
+    path = (weights.parent if weights.suffix == ".safetensors" else weights) / "config.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def save_weights(model: torch.nn.Module, config_yaml: str, folder: str | Path, store: dict | None = None,
                  manifest: bool = False) -> Path:
     """model.safetensors (+ the item store's identity in its metadata) + config.yaml into ``folder`` (created if
@@ -289,16 +299,23 @@ class LoadReport:
             raise DataError(weights_file(self.source), problem)
 
 
-def load_matching(model: torch.nn.Module, folder: str | Path, exclude: tuple[str, ...] = ()) -> LoadReport:
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file / folder (one line naming the file when it cannot be read)."""
+    try:
+        return load_file(weights_file(path))
+    except (OSError, SafetensorError) as e:
+        raise DataError(weights_file(path), f"unreadable safetensors file ({e})") from None
+
+
+def load_matching(model: torch.nn.Module, folder: str | Path, exclude: tuple[str, ...] = (),
+                  state: dict[str, torch.Tensor] | None = None) -> LoadReport:
     """Load every tensor of a run / checkpoint / weights folder that fits ``model`` by name and shape; report.
 
     ``exclude``: model tensors left at their initial value whatever fits (e.g. catalogue rows carried by item match).
+    ``state``: the folder's tensors when the caller has read them already.
     """
     path = resolve_weights(folder)
-    try:
-        state = load_file(weights_file(path))
-    except (OSError, SafetensorError) as e:
-        raise DataError(weights_file(path), f"unreadable safetensors file ({e})") from None
+    state = read_state(path) if state is None else state
     target = unwrap(model)
     own = target.state_dict()
     report = LoadReport(source=path, unused=[k for k in state if k not in own])

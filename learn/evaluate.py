@@ -60,13 +60,11 @@ def evaluate_split(model, data: DataBundle, split: str, max_history: int = 40, b
 
 def _run_max_history(weights: Path, default: int = 40) -> int:
     """data.max_history from the config.yaml saved with the weights (a training run's), else ``default``."""
-    import yaml
+    from learn.checkpoint import saved_config
 
-    path = (weights.parent if weights.suffix == ".safetensors" else weights) / "config.yaml"
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-        return int(cfg.get("data", {}).get("max_history", default))
-    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return int((saved_config(weights) or {}).get("data", {}).get("max_history", default))
+    except (AttributeError, TypeError, ValueError):
         return default
 
 

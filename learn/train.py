@@ -460,11 +460,7 @@ class Trainer:
     def _inherit_architecture(self, source: Path, explicit) -> None:
         """Take the towers' shape from the init_from run's config.yaml where this run did not choose it."""
         folder = source.parent if source.suffix == ".safetensors" else source
-        try:
-            doc = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return
-        model = doc.get("model") if isinstance(doc, dict) else None
+        model = (ckpt.saved_config(source) or {}).get("model")
         if not isinstance(model, dict):
             return
         defaults = type(self.cfg.model)()
@@ -484,7 +480,8 @@ class Trainer:
         t = self.cfg.train
         ckpt.check_store(ckpt.store_identity(source), self.store.meta, self.store.path, f"train.init_from={source}")
         carry = t.init_items != "shape"
-        report = ckpt.load_matching(self.model, source, exclude=transfer.CARRIED if carry else ())
+        state = ckpt.read_state(source)  # read once: the towers load from it, the carried rows are copied from it
+        report = ckpt.load_matching(self.model, source, exclude=transfer.CARRIED if carry else (), state=state)
         self.log(report.summary())
         missing = report.towers_missing
         if not report.loaded or (missing and not t.init_partial):
@@ -495,7 +492,7 @@ class Trainer:
                 f"model.* settings" + (" or train.init_partial=true to start from what fits" if report.loaded else ""))
         if carry:
             texts = self.eval_data.dataset.texts() if t.init_items == "text" else None  # finetune: keys = its items
-            self.log(transfer.carry_catalogue(self.model, source, self.keys, texts, t.init_items).summary(t.init_items))
+            self.log(transfer.carry_catalogue(self.model, source, state, self.keys, texts, t.init_items))
         elif set(report.loaded) & set(transfer.CARRIED):
             own = self.cfg.data.pretrain_corpus if t.stage == "pretrain" else self.cfg.data.dataset
             other = transfer.other_catalogue(source, own)

@@ -10,14 +10,11 @@ differently, e.g. MovieLens-100K and -1M). Unmatched items keep their initial ro
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
-from safetensors.torch import load_file
 
-from learn.checkpoint import unwrap, weights_file
+from learn.checkpoint import saved_config, unwrap
 from learn.errors import LearnError
 
 # the rows carried; ``id_mask`` (model.id_min_count) is recomputed from this run's own training data
@@ -29,26 +26,21 @@ def normalise(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.casefold()))
 
 
-def _source_data(weights: Path) -> tuple[Path, str, dict | None]:
-    """(the source run's config.yaml, its train.stage, its ``data`` section; None when the file is unreadable)."""
-    folder = weights.parent if weights.suffix == ".safetensors" else weights
-    path = folder / "config.yaml"
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return path, "", None
-    doc = doc if isinstance(doc, dict) else {}
-    train, data = doc.get("train"), doc.get("data")
+def _catalogue(doc: dict | None) -> tuple[str, str | None]:
+    """(train.stage, the folder its item rows follow: data.pretrain_corpus when it pretrained, else data.dataset)."""
+    train, data = (doc or {}).get("train"), (doc or {}).get("data")
     stage = str(train.get("stage", "")) if isinstance(train, dict) else ""
-    return path, stage, data if isinstance(data, dict) else None
+    data = data if isinstance(data, dict) else {}
+    return stage, data.get("pretrain_corpus" if stage == "pretrain" else "dataset")
 
 
 def source_dataset(weights: Path) -> Path:
     """The ``data.dataset`` folder of the finetune run whose ``model.safetensors`` is ``weights`` (its config.yaml)."""
-    path, stage, data = _source_data(weights)
-    if data is None:
+    path = (weights.parent if weights.suffix == ".safetensors" else weights) / "config.yaml"
+    doc = saved_config(weights)
+    if doc is None:
         raise LearnError(f"train.init_items: cannot read the source run's config ({path})")
-    dataset = data.get("dataset")
+    stage, dataset = _catalogue(doc)
     if stage != "finetune" or not dataset:
         raise LearnError(f"train.init_items: the source ({path}) is not a finetune run on a dataset (a pretraining "
                          f"run's rows follow its corpus, not data.dataset); use train.init_items=shape")
@@ -60,8 +52,7 @@ def source_dataset(weights: Path) -> Path:
 def other_catalogue(weights: Path, own: str) -> str | None:
     """The source run's catalogue folder (its corpus when it pretrained, else its dataset) when it is known and is
     not ``own`` (the same folder: the same catalogue)."""
-    _, stage, data = _source_data(weights)
-    folder = (data or {}).get("pretrain_corpus" if stage == "pretrain" else "dataset")
+    _, folder = _catalogue(saved_config(weights))
     if not folder or not own or Path(folder).resolve() == Path(own).resolve():
         return None
     return str(folder)
@@ -78,20 +69,9 @@ def match_items(source: list[str], target: list[str]) -> dict[int, int]:
     return {t: index[s] for t, s in enumerate(target) if s in index and s not in twice}
 
 
-@dataclass
-class CarryReport:
-    matched: int
-    items: int
-    tensors: list[str]
-
-    def summary(self, by: str) -> str:
-        what = ", ".join(self.tensors) or "no catalogue tensor"
-        return f"carried {what} rows of {self.matched:,} of {self.items:,} items from the source run (matched by {by})"
-
-
-def carry_rows(model: torch.nn.Module, weights: Path, pairs: dict[int, int]) -> list[str]:
-    """Copy source rows into ``model``'s catalogue tensors for ``{target index: source index}``; names carried."""
-    state = load_file(str(weights_file(weights)))
+def carry_rows(model: torch.nn.Module, state: dict[str, torch.Tensor], pairs: dict[int, int]) -> list[str]:
+    """Copy the source ``state``'s rows into ``model``'s catalogue tensors for ``{target index: source index}``;
+    the names carried."""
     own = unwrap(model).state_dict()  # shares the parameters' storage: rows are written in place
     carried = []
     for name in CARRIED:
@@ -109,9 +89,10 @@ def carry_rows(model: torch.nn.Module, weights: Path, pairs: dict[int, int]) -> 
     return carried
 
 
-def carry_catalogue(model: torch.nn.Module, weights: Path, keys: list[str], texts: list[str] | None,
-                    by: str) -> CarryReport:
-    """Match this run's items (``keys``, ``texts`` in index order) to the source run's dataset and copy their rows."""
+def carry_catalogue(model: torch.nn.Module, weights: Path, state: dict[str, torch.Tensor], keys: list[str],
+                    texts: list[str] | None, by: str) -> str:
+    """Match this run's items (``keys``, ``texts`` in index order) to the dataset of the source run (``weights``,
+    whose tensors are ``state``), copy their rows; the line to log."""
     from learn.data.formats import load_dataset
 
     src = load_dataset(source_dataset(weights), validate=False)
@@ -120,4 +101,5 @@ def carry_catalogue(model: torch.nn.Module, weights: Path, keys: list[str], text
     else:
         pairs = match_items([normalise(t) for t in src.texts()], [normalise(t) for t in texts or []])
         pairs = {t: s for t, s in pairs.items() if texts[t].strip()}
-    return CarryReport(len(pairs), len(keys), carry_rows(model, weights, pairs))
+    what = ", ".join(carry_rows(model, state, pairs)) or "no catalogue tensor"
+    return f"carried {what} rows of {len(pairs):,} of {len(keys):,} items from the source run (matched by {by})"

@@ -9,21 +9,16 @@ differently, e.g. MovieLens-100K and -1M). Unmatched items keep their initial ro
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
 from learn.checkpoint import saved_config, unwrap
+from learn.data.text import normalise
 from learn.errors import LearnError
 
 # the rows carried; ``id_mask`` (model.id_min_count) is recomputed from this run's own training data
 CARRIED = ("id_embedding.weight", "item_bias")
-
-
-def normalise(text: str) -> str:
-    """Case-folded word tokens joined by one space: punctuation and separators do not decide a text match."""
-    return " ".join(re.findall(r"\w+", text.casefold()))
 
 
 def _catalogue(doc: dict | None) -> tuple[str, str | None]:

@@ -12,6 +12,7 @@ import pytest
 
 from learn.data import prepare
 from learn.data.formats import load_dataset, load_pretrain_corpus, read_text_pickle
+from learn.errors import LearnError
 from tests.conftest import ROOT, run_cli, shared
 from tests.test_data_formats import write_recformer
 
@@ -138,6 +139,60 @@ def test_mix_uses_train_parts_and_prefixes_non_asin_keys(tmp_path, capsys):
     assert c.dev[0] == ["B000000001", "B000000002", "B000000003", "B000000004"]  # train + val
     assert "B000000005" not in c.smap and len(c.dev) == 6
     assert c.texts()[c.smap["movies:1"]] == "Title: Heat"
+
+
+def _category(folder: Path, users: dict[str, list[int]], titles: list[str], template: str = "{}") -> Path:
+    """A leave-one-out dataset of ``titles`` (keys 0..n-1, the same keys in every category) from full sequences."""
+    split = {part: {} for part in ("train.json", "val.json", "test.json")}
+    for index, seq in enumerate(users.values()):
+        u = str(index)
+        split["train.json"][u], split["val.json"][u], split["test.json"][u] = seq[:-2], seq[-2:-1], seq[-1:]
+    return write_recformer(
+        folder, **split, **{"smap.json": {str(i): i for i in range(len(titles))},
+                            "umap.json": {u: i for i, u in enumerate(users)},
+                            "meta_data.json": {str(i): {"title": template.format(t)} for i, t in enumerate(titles)}},
+    )
+
+
+def test_mix_keys_prefix_and_target_guard(tmp_path, capsys):
+    seqs = {"u1": [0, 1, 2, 3, 4], "u2": [4, 3, 2, 1], "u3": [1, 3, 0, 2]}
+    pens = [f"Pen model {c} with a fine tip in blue" for c in "ABCDE"]
+    target = _category(tmp_path / "office", seqs, pens)
+    toys = _category(tmp_path / "toys", {"v1": [0, 1, 2, 3], "v2": [2, 1, 0]}, [f"Toy car {c}" for c in "ABCD"])
+    # the same users and products exported again under another template and other keys: one category, two folders
+    again = _category(tmp_path / "office_again", {f"x{u}": [4 - i for i in s] for u, s in seqs.items()},
+                      [f"{t} . Office Products Pens . Acme" for t in reversed(pens)])
+    out = tmp_path / "corpus"
+    convert("--from", "mix", str(toys), str(again), "--keys", "prefix", str(out))  # no target: accepted as is
+    c = load_pretrain_corpus(out)
+    assert all(k.startswith(("toys:", "office_again:")) for k in c.smap)  # ASIN-free keys of both, never shared
+    assert c.train[0] == ["toys:0", "toys:1", "toys:2", "toys:3"][:2]  # the train part of v1 only (test items never)
+
+    # with the target named, the re-exported office folder is refused: its sequences repeat held-out interactions
+    with pytest.raises(LearnError, match=r"corpus windows repeat validation/test interactions of the target"):
+        prepare.main(["--from", "mix", str(toys), str(again), "--keys", "prefix", "--target", str(target),
+                      str(tmp_path / "leak")])
+    with pytest.raises(LearnError, match="is the target's dataset"):
+        prepare.main(["--from", "mix", str(toys), str(target), "--target", str(target), str(tmp_path / "self")])
+    assert not (tmp_path / "leak").exists() and not (tmp_path / "self").exists()
+    convert("--from", "mix", str(toys), "--keys", "prefix", "--target", str(target), str(tmp_path / "clean"))
+    assert "no sequence holds any of the" in capsys.readouterr().err
+    lineage = json.loads((tmp_path / "clean" / "source.json").read_text())
+    assert lineage["target"] == str(target) and lineage["keys"] == "prefix"
+    with pytest.raises(LearnError, match="apply to prepare --from mix only"):
+        prepare.main(["--from", "recformer", str(toys), "--target", str(target), str(tmp_path / "x")])
+
+
+def test_held_out_windows_match_across_text_templates(tmp_path):
+    seqs = {"u1": [0, 1, 2, 3], "u2": [3, 2, 1, 0]}
+    titles = ["Stapler heavy duty black 20 sheet capacity", "Ruler steel 30 cm metric imperial",
+              "Blue pen fine tip pack of 12", "Red pen fine tip pack of 12"]
+    a = load_dataset(_category(tmp_path / "a", seqs, titles))
+    b = load_dataset(_category(tmp_path / "b", seqs, titles, "{}. Office Products. Acme. "))
+    assert prepare.held_out_windows(a) == prepare.held_out_windows(b)  # first title words decide, not the template
+    assert ("stapler heavy duty black 20 sheet", "ruler steel 30 cm metric imperial", "blue pen fine tip pack of") in \
+        prepare.held_out_windows(a)  # u1's validation item after its two train items
+    assert prepare.item_signature({"title": ""}, "Title: Pen. Brand: Bic") == "title pen brand bic"
 
 
 # ----------------------------------------------------------------------------------------------- bad input via the CLI

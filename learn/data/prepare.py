@@ -32,6 +32,7 @@ from learn.data.formats import (
     write_dataset,
     write_pretrain_corpus,
 )
+from learn.data.text import normalise
 from learn.errors import ArgumentParser, DataError, LearnError
 from learn.io import atomic_write_json, check_output_dir, read_json
 
@@ -272,7 +273,8 @@ def from_recformer_pretrain(src: Path, min_len: int, max_len: int | None) -> tup
 
 
 def from_mix(
-    sources: list[Path], out: Path, min_len: int, max_len: int | None, dev_mode: str, dev_fraction: float, seed: int
+    sources: list[Path], out: Path, min_len: int, max_len: int | None, dev_mode: str, dev_fraction: float, seed: int,
+    keys: str = "auto", target: Path | None = None,
 ) -> tuple[PretrainCorpus, list[str]]:
     """Pretraining corpus from the train parts of canonical datasets (test items never enter it).
 
@@ -281,11 +283,21 @@ def from_mix(
     every key of any other dataset becomes ``"<dataset name>:<key>"``. (A single source keeps its keys so its item
     store serves the corpus too.) dev = each user's train + val sequence (``--dev val``) or, with
     ``--dev holdout``, the train sequences of a seeded random ``--dev-fraction`` of users, removed from train.
+    ``keys="prefix"`` prefixes every dataset's keys (categories never share an item key). With ``target``, the corpus
+    is refused when a source is the target's dataset (same folder or dataset name) or when any corpus sequence holds
+    one of the target's validation or test interactions (:func:`check_no_target_leak`).
     """
     datasets = [load_dataset(s) for s in sources]
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise LearnError(f"mix: two source folders share a name ({', '.join(names)}); names prefix item keys")
+    target_windows = None
+    if target is not None:
+        goal = load_dataset(target)
+        for src, ds in zip(sources, datasets):
+            if src.resolve() == target.resolve() or ds.name == goal.name:
+                raise LearnError(f"mix: source {src} is the target's dataset ({goal.name}); leave it out of the corpus")
+        target_windows = held_out_windows(goal)
     rng = random.Random(seed)
     train, dev, meta, texts = [], [], {}, {}
     notes, clashes = [], 0
@@ -294,7 +306,7 @@ def from_mix(
         return len(seq) >= min_len and (max_len is None or len(seq) <= max_len)
 
     for ds in datasets:
-        keep = len(datasets) == 1 or all(ASIN.fullmatch(k) for k in ds.item_keys)
+        keep = keys == "auto" and (len(datasets) == 1 or all(ASIN.fullmatch(k) for k in ds.item_keys))
         prefix = "" if keep else f"{ds.name}:"
         keys = [prefix + k for k in ds.item_keys]
         for key, orig, text in zip(keys, ds.item_keys, ds.texts()):
@@ -315,8 +327,63 @@ def from_mix(
         notes.append(f"{ds.name}: item keys {'kept' if not prefix else f'prefixed {prefix!r}'}")
     if clashes:
         notes.append(f"{clashes:,} shared item keys have different texts across datasets; the first one is kept")
+    if target_windows is not None:
+        signatures = {k: item_signature(meta.get(k), t) for k, t in texts.items()}
+        check_no_target_leak(train + dev, signatures, target_windows, target)
+        notes.append(f"no sequence holds any of the {len(target_windows):,} held-out interactions of {target}")
     texts = {k: t for k, t in texts.items() if t}
     return PretrainCorpus(out, train, dev, first_seen_smap(train, dev), meta, texts, smap_generated=True), notes
+
+
+LEAK_WINDOW = 3  # a held-out interaction is matched with the (up to) two items before it
+SIGNATURE_WORDS = 6  # an item is known by the first words of its title: the same product under another text template
+
+
+def item_signature(meta: dict | None, text: str) -> str:
+    """The first ``SIGNATURE_WORDS`` case-folded word tokens of the item's title (else of its text); "" when none.
+
+    Two exports of one category write different texts for the same product (UniSRec: title + categories + brand in
+    one field; LC-Rec: ``Title: … Brand: …``), but both start the title with the same words.
+    """
+    title = meta.get("title") if isinstance(meta, dict) else None
+    words = normalise(title if isinstance(title, str) and title.strip() else text).split()
+    return " ".join(words[:SIGNATURE_WORDS])
+
+
+def held_out_windows(target: SeqDataset) -> set[tuple[str, ...]]:
+    """Item signatures of each validation and test interaction of ``target`` with the items just before it.
+
+    A window is the held-out item preceded by up to ``LEAK_WINDOW - 1`` items of the user's history (train for the
+    validation item, train + validation for the test item); windows with an item of no title or text are skipped.
+    """
+    sig = [item_signature(target.meta.get(k), t) for k, t in zip(target.item_keys, target.texts())]
+    windows = set()
+    for split, before in ((target.val, (target.train,)), (target.test, (target.train, target.val))):
+        for user, held in split.items():
+            history = [i for part in before for i in part.get(user, [])]
+            for item in held:
+                window = tuple(sig[i] for i in [*history[-(LEAK_WINDOW - 1):], item])
+                if all(window):
+                    windows.add(window)
+    return windows
+
+
+def check_no_target_leak(
+    seqs: list[list[str]], signatures: dict[str, str], held_out: set[tuple[str, ...]], target: Path
+) -> None:
+    """Refuse when a corpus sequence holds a held-out window of the target (the same items in the same order)."""
+    sizes = sorted({len(w) for w in held_out})
+    hits, first = 0, None
+    for seq in seqs:
+        words = [signatures.get(k, "") for k in seq]
+        for n in sizes:
+            for j in range(len(words) - n + 1):
+                if tuple(words[j:j + n]) in held_out:
+                    hits += 1
+                    first = first or seq[j + n - 1]
+    if hits:
+        raise LearnError(f"mix: {hits:,} corpus windows repeat validation/test interactions of the target {target} "
+                         f"(first: item {first}); a source holds the target's own users: leave it out")
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -338,11 +405,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", choices=("val", "holdout"), default="val", help="mix: how the dev sequences are made")
     p.add_argument("--dev-fraction", type=float, default=0.05, help="mix --dev holdout: share of users held out")
     p.add_argument("--seed", type=int, default=0, help="mix --dev holdout: random seed")
+    p.add_argument("--keys", choices=("auto", "prefix"), default="auto",
+                   help="mix: 'prefix' puts every item key behind its dataset name (auto: ASIN keys kept)")
+    p.add_argument("--target", metavar="DIR", help="mix: the dataset the corpus is built for; refuses its own data "
+                   "and any sequence that holds one of its validation/test interactions")
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options may follow the folders
     *srcs, out_arg = args.paths
     out = Path(out_arg)
     if args.fmt == "ml-100k":
@@ -369,7 +440,9 @@ def main(argv: list[str]) -> int:
         result, notes = from_recformer_pretrain(src, min_len, max_len)
     elif args.fmt == "mix":
         min_len = 2 if args.min_len is None else args.min_len
-        result, notes = from_mix(sources, out, min_len, args.max_len, args.dev, args.dev_fraction, args.seed)
+        target = Path(args.target) if args.target else None
+        result, notes = from_mix(sources, out, min_len, args.max_len, args.dev, args.dev_fraction, args.seed,
+                                 args.keys, target)
     elif args.fmt == "recformer":
         result, notes = from_recformer(src)
     elif args.fmt == "lcrec":
@@ -379,9 +452,14 @@ def main(argv: list[str]) -> int:
     else:  # recbole, ml-100k
         result, notes = from_recbole(src, args.name if args.fmt == "recbole" else "ml-100k")
 
+    if (args.keys != "auto" or args.target) and args.fmt != "mix":
+        raise LearnError("--keys and --target apply to prepare --from mix only")
     if isinstance(result, PretrainCorpus):
         warnings = validate_corpus(result)
         write_pretrain_corpus(result, out, overwrite=args.force)
+        if args.fmt == "mix":  # the lineage: which datasets, and which target it was checked against
+            lineage = {"format": "mix", "sources": [str(s) for s in sources], "keys": args.keys, "target": args.target}
+            atomic_write_json(out / SOURCE_NAME, lineage, indent=1)
         summary = (
             f"{len(result.train):,} train + {len(result.dev):,} dev sequences, {result.num_items:,} items, "
             f"{result.num_interactions:,} interactions"

@@ -16,6 +16,7 @@ Rules (version ``TEXT_RULES_VERSION``, hashed into the item store meta by :func:
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 TEMPLATE = "Title: {title}. Brand: {brand}. Category: {category}"
@@ -78,3 +79,8 @@ def template_hash() -> str:
     """sha256 hex of the template, the clean-up table and the rules version (stored with item embeddings)."""
     spec = repr((TEMPLATE, TEXT_RULES_VERSION, HTML_REPLACEMENTS, _FIELDS))
     return hashlib.sha256(spec.encode("utf-8")).hexdigest()
+
+
+def normalise(text: str) -> str:
+    """Case-folded word tokens joined by one space: punctuation and separators do not decide a text match."""
+    return " ".join(re.findall(r"\w+", text.casefold()))

@@ -279,3 +279,24 @@ def test_damaged_data_mdb_is_refused_before_any_mapped_read(tmp_path, damage):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: {data}: damaged item store ("), r.stderr
     assert "python -m learn embed" in r.stderr
+
+
+def test_merge_prefixes_keys_keeps_meta_and_refuses_mixed_stores(tmp_path):
+    (ka, xa), (kb, xb) = _vectors(5, seed=1), _vectors(3, seed=2)  # the same keys B0000.. in both categories
+    write_store(tmp_path / "a", ka, xa, _meta(layer=-2, text_template_hash="t"))
+    write_store(tmp_path / "b", kb, xb, _meta(layer=-2, text_template_hash="t"))
+    r = run_cli("store", "merge", f"office={tmp_path / 'a'}", f"toys={tmp_path / 'b'}", "--out", str(tmp_path / "m"))
+    assert r.returncode == 0 and "wrote 8 items" in r.stdout, r.stderr
+    m = ItemStore(tmp_path / "m")
+    assert m.keys() == [f"office:{k}" for k in ka] + [f"toys:{k}" for k in kb]
+    np.testing.assert_array_equal(m.get(["toys:B0002", "office:B0004"]), np.stack([xb[2], xa[4]]))
+    assert (m.meta.model, m.meta.layer, m.meta.text_template_hash, m.meta.count) == ("tiny", -2, "t", 8)
+    assert m.meta.extra["merged_from"] == [f"office={tmp_path / 'a'}", f"toys={tmp_path / 'b'}"]
+
+    write_store(tmp_path / "c", kb, xb, _meta(layer=-1, text_template_hash="t"))  # another layer: other vectors
+    for args, problem in (([f"x={tmp_path / 'a'}", f"y={tmp_path / 'c'}"], "(layer differ)"),
+                          ([str(tmp_path / "a"), str(tmp_path / "b")], "already in an earlier source"),
+                          ([f"a:b={tmp_path / 'a'}"], "without ':'")):
+        r = run_cli("store", "merge", *args, "--out", str(tmp_path / "bad"))
+        assert r.returncode == 2 and problem in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "bad").exists()

@@ -4,6 +4,9 @@
 * ``export-txt STORE OUT.txt`` — the seed's ``item_embeddings/{D}.txt`` (lines ``ASIN\\x01v1,v2,...``).
 * ``export-pkl STORE OUT.pkl`` — the seed's ``product2emb_{D}.pkl`` ({ASIN: np.float32 array}).
 * ``import-txt TXT [TXT ...] --out STORE`` — the authors' ``{D}.txt`` / ``part_{i}.txt`` files.
+* ``merge [PREFIX=]STORE ... --out STORE`` — one store from several made by the same LLM, layer and text template
+  (a multi-category pretraining corpus: each category's items embedded once, keys ``PREFIX:key`` as
+  ``prepare --from mix --keys prefix`` writes them).
 * ``import-lmdb LMDB --out STORE`` — the authors' LMDB (values ``pickle.dumps(np.ndarray float64)``, a
   ``num_samples`` key), unpickled with an unpickler that can only rebuild numpy arrays.
 
@@ -189,6 +192,48 @@ def import_lmdb(src: str | Path, out: str | Path, dtype: str = "float32", overwr
     return n
 
 
+MERGE_MUST_AGREE = ("dim", "model", "layer", "pooling", "text_template_hash", "max_length", "normalized")
+
+
+def merge(sources: list[str], out: str | Path, dtype: str | None = None, overwrite: bool = False) -> int:
+    """Copy the vectors of ``[PREFIX=]STORE`` sources into one store, keys ``PREFIX:key`` (no prefix: as they are).
+
+    The sources must agree on how their vectors were made (:data:`MERGE_MUST_AGREE`); the merged store keeps that
+    meta, so a model trained on it checks against the same LLM, layer and template. A key met twice is an error.
+    """
+    parsed = []
+    for spec in sources:
+        prefix, sep, path = spec.partition("=")
+        prefix, path = (prefix, path) if sep else ("", spec)
+        if sep and (not prefix or ":" in prefix):
+            raise LearnError(f"merge: {spec!r}: the prefix before '=' must be a non-empty name without ':'")
+        parsed.append((prefix, Path(path), ItemStore(path)))
+    first = parsed[0][2].meta
+    for _, path, store in parsed[1:]:
+        differ = [f for f in MERGE_MUST_AGREE if getattr(store.meta, f) != getattr(first, f)]
+        if differ:
+            raise LearnError(f"merge: {path} was made differently from {parsed[0][1]} ({', '.join(differ)} differ)")
+    dtype = dtype or first.dtype
+    seen: set[str] = set()
+
+    def vectors() -> Iterator[tuple[str, np.ndarray]]:
+        for prefix, path, store in parsed:
+            for keys, arr in store.items(_CHUNK):
+                for key, row in zip(keys, arr):
+                    key = f"{prefix}:{key}" if prefix else key
+                    if key in seen:
+                        raise DataError(path, f"item {key!r} is already in an earlier source (pass prefixes)")
+                    seen.add(key)
+                    yield key, row
+
+    with StoreWriter(out, dtype, overwrite=overwrite) as w:
+        w.dim = first.dim
+        n = _put_all(w, vectors())
+        extra = dict(first.extra, merged_from=[f"{p}={path}" if p else str(path) for p, path, _ in parsed])
+        w.finalize(replace(first, dtype=dtype, count=n, created="", extra=extra))
+    return n
+
+
 def info(path: str | Path) -> dict:
     path = Path(path)
     if is_lmdb_dir(path):
@@ -215,9 +260,12 @@ def main(argv: list[str]) -> int:
     q.add_argument("--meta-from", default=None, help="copy model/layer/template meta from this store if it matches")
     q2 = sub.add_parser("import-lmdb", help="build a store from the authors' pickle LMDB")
     q2.add_argument("lmdb")
-    for q_ in (q, q2):
+    q3 = sub.add_parser("merge", help="one store from [PREFIX=]STORE ... made alike (keys PREFIX:key)")
+    q3.add_argument("sources", nargs="+", metavar="[PREFIX=]STORE")
+    for q_ in (q, q2, q3):
         q_.add_argument("--out", required=True)
-        q_.add_argument("--store-dtype", default="float32", choices=sorted(DTYPES))
+        q_.add_argument("--store-dtype", default=None if q_ is q3 else "float32", choices=sorted(DTYPES),
+                        help="storage dtype (merge: the sources' by default)")
         q_.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     if a.cmd == "info":
@@ -225,6 +273,7 @@ def main(argv: list[str]) -> int:
         return 0
     n = {"export-txt": lambda: export_txt(a.store, a.out), "export-pkl": lambda: export_pkl(a.store, a.out),
          "import-txt": lambda: import_txt(a.files, a.out, a.store_dtype, a.overwrite, a.meta_from),
-         "import-lmdb": lambda: import_lmdb(a.lmdb, a.out, a.store_dtype, a.overwrite)}[a.cmd]()
+         "import-lmdb": lambda: import_lmdb(a.lmdb, a.out, a.store_dtype, a.overwrite),
+         "merge": lambda: merge(a.sources, a.out, a.store_dtype, a.overwrite)}[a.cmd]()
     print(f"wrote {n} items to {a.out}")
     return 0

@@ -5,7 +5,9 @@
 #   multi-node: NNODES=2 NODE_RANK=0 RDZV_ENDPOINT=host:29500 bash run_pretrain.sh   (same on every node)
 #   MAX_RESTARTS=1 bash run_pretrain.sh   when a worker dies, torchrun restarts all of them once; they resume from
 #   the newest verified checkpoint (ckpt.save_every_steps=N bounds the work lost). See scripts/launch.sh.
+# Works from any folder: relative paths (CONFIG, paths in the arguments, the runs/ folder) are read from the folder it
+# is called in; the default config is this repository's configs/pretrain_amazon.yaml.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
-source scripts/launch.sh
-launch pretrain "${CONFIG:-configs/pretrain_amazon.yaml}" "$@"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/scripts/launch.sh"
+launch pretrain "${CONFIG:-$here/configs/pretrain_amazon.yaml}" "$@"

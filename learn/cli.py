@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         width = max(map(len, COMMANDS))
-        print("usage: python -m learn <command> [args]   (python -m learn <command> --help)\n\ncommands:")
+        print("usage: learn <command> [args]   (or python -m learn ...; learn <command> --help)\n\ncommands:")
         print("\n".join(f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()))
         return 0
     name, rest = argv[0], argv[1:]

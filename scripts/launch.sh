@@ -1,4 +1,5 @@
-# Shared by run_pretrain.sh / run_finetune.sh: pick the process count and call torchrun.
+# Shared by run_pretrain.sh / run_finetune.sh: pick the process count and call torchrun. It runs in the caller's folder
+# (relative paths stay the caller's) and imports this checkout's learn (scripts/python.sh puts it on PYTHONPATH).
 #   NPROC     processes per node (default: number of GPUs, or 1 on CPU)
 #   NNODES, NODE_RANK, RDZV_ENDPOINT   multi-node rendezvous (c10d); default: --standalone on one node
 #   MAX_RESTARTS   torchrun --max-restarts: when a worker dies, all are restarted and resume from the newest

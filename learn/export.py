@@ -65,7 +65,7 @@ def export(ckpt, data, store, out, *, index: str = "flat", history_from: str = "
            max_history: int | None = None, batch_size: int = 256, device: str = "auto", overwrite: bool = False,
            hnsw_m: int = 32, ef_search: int = 128, nprobe: int = 16, log=print) -> Path:
     import faiss
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from learn.io import atomic_dir
 
@@ -87,21 +87,25 @@ def export(ckpt, data, store, out, *, index: str = "flat", history_from: str = "
     info = {
         "checkpoint": str(inf.weights), "data": str(data), "store": str(store), "store_model": inf.store.meta.model,
         "dim": int(items.shape[1]), "items": len(inf.keys), "catalogue_items": inf.n_catalogue,
-        "new_items": inf.n_new, "users": len(users), "history_from": history_from, "max_history": inf.max_history,
+        "new_items": inf.n_new, "users": len(users), "users_without_history": len(inf.dataset.users) - len(users),
+        "history_from": history_from, "max_history": inf.max_history,
         "item_bias": bool(inf.model.cfg.item_bias), "metric": "inner_product",
         "index": {"type": index, "faiss": type(faiss_index).__name__, **params},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     with atomic_dir(out, overwrite=overwrite) as tmp:
         meta = {"dim": str(info["dim"]), "checkpoint": info["checkpoint"]}
-        save_file({"vectors": items}, str(tmp / "items.safetensors"), metadata={**meta, "ids": "item_ids.json"})
-        save_file({"vectors": user_vecs}, str(tmp / "users.safetensors"), metadata={**meta, "ids": "user_ids.json"})
+        # bytes through a plain open(): the user's umask (safetensors' save_file creates its files 0600)
+        (tmp / "items.safetensors").write_bytes(save({"vectors": items}, metadata={**meta, "ids": "item_ids.json"}))
+        (tmp / "users.safetensors").write_bytes(save({"vectors": user_vecs}, metadata={**meta, "ids": "user_ids.json"}))
         (tmp / "item_ids.json").write_text(json.dumps(inf.keys, ensure_ascii=False))
         (tmp / "user_ids.json").write_text(json.dumps([inf.original_user(u) for u in users], ensure_ascii=False))
         faiss.write_index(faiss_index, str(tmp / "index.faiss"))
         (tmp / "export.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-    log(f"wrote {out}: {len(inf.keys):,} items ({inf.n_new:,} outside the catalogue) and {len(users):,} users x "
-        f"{info['dim']}, {type(faiss_index).__name__} index, in {time.perf_counter() - t0:.1f}s")
+    no_history = len(inf.dataset.users) - len(users)
+    left_out = f" ({no_history:,} without any history item left out)" if no_history else ""
+    log(f"wrote {out}: {len(inf.keys):,} items ({inf.n_new:,} outside the catalogue) and {len(users):,} users"
+        f"{left_out} x {info['dim']}, {type(faiss_index).__name__} index, in {time.perf_counter() - t0:.1f}s")
     return out
 
 

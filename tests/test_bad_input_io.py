@@ -430,3 +430,22 @@ def test_outputs_follow_the_umask(tmp_path, http, umask, mask, file_mode, dir_mo
         assert folder.stat().st_mode & 0o7777 == dir_mode, folder
     for f in [*out.iterdir(), tmp_path / "m" / "metrics.json", tmp_path / "dl" / "plain.txt"]:
         assert f.stat().st_mode & 0o7777 == file_mode, f
+
+
+# ----------------------------------------------------------------------------------------------- convert-official
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_convert_official_malicious_pickle_is_one_line(tmp_path, protocol):
+    """A plain pickle (not torch.save's zip) with code in it: the one error line, no torch pickle-protocol warning."""
+    bad = tmp_path / "epoch20.pt"
+    bad.write_bytes(pickle.dumps({"state_dict": _Payload()}, protocol=protocol))
+    before = tree(tmp_path)
+    proc = _run(["convert-official", str(bad), str(tmp_path / "out")])
+    assert proc.returncode == 2 and b"should-never-run" not in proc.stdout
+    line = one_error_line(proc.stderr.decode())
+    assert str(bad) in line and ("needs pickled code" in line or "not a torch checkpoint" in line), line
+    assert tree(tmp_path) == before

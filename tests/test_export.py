@@ -123,3 +123,18 @@ def test_bad_exports_are_one_line_errors(run, tmp_path):
         lines = buf.getvalue().strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (needle, lines)
     assert not (tmp_path / "never").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_export_files_follow_the_umask(run, tmp_path):
+    """Every file of an export is 644 and its folder 755 under umask 022, as the README promises for outputs
+    (safetensors' own writer would make the vector files 0600)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert cli(args(run, tmp_path / "export")) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "export").stat().st_mode & 0o7777 == 0o755
+    modes = {p.name: p.stat().st_mode & 0o7777 for p in (tmp_path / "export").iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes

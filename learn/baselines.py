@@ -8,6 +8,7 @@ masked unless asked). A trained model has to clear this by a wide margin: it cos
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from learn.errors import ArgumentParser, LearnError
+from learn.evaluate import skipped_note
 from learn.io import atomic_write_json
 from learn.metrics import full_ranks, metrics_from_ranks, parse_ks
 from learn.published import results_table
@@ -111,6 +113,8 @@ def main(argv: list[str]) -> int:
                                           args.mask_history, args.average, args.average_batch)
         print(f"{args.split} [{mode}] users={m['count']} skipped={m['skipped']}  "
               + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    if note := skipped_note(args.split, results[modes[0]]):
+        print(note, file=sys.stderr)
     label = {"last": "text: last item", "mean": "text: mean", "recency": f"text: recency {args.decay:g}"}
     lineage = source_format(args.data)
     print(results_table([{"dataset": name, "model": label[m], "source_format": lineage, **results[m]} for m in modes]))

@@ -253,9 +253,15 @@ def _non_finite(obj: Any, prefix: str = "") -> list[str]:
     return bad
 
 
-def validate(cfg: RunConfig) -> None:
-    """Refuse a config that cannot work (one line naming the key), before any data is loaded."""
-    t, m = cfg.train, cfg.model
+def validate(cfg: RunConfig, model_final: bool | None = None) -> None:
+    """Refuse a config that cannot work (one line naming the key), before any data is loaded or any file written.
+
+    ``model_final``: whether the ``model.*`` section is the one the run will build. By default it is unless
+    ``train.init_from`` is set (the towers' shape may still come from that run's config.yaml); the trainer checks
+    again with ``model_final=True`` once it has taken it."""
+    t, m, d = cfg.train, cfg.model, cfg.data
+    if model_final is None:
+        model_final = not t.init_from
     bad = _non_finite(cfg)
     if bad:
         raise LearnError(f"config: {', '.join(bad)}: numbers must be finite (not NaN/Inf)")
@@ -288,10 +294,50 @@ def validate(cfg: RunConfig) -> None:
         (m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
          f"model.hidden_size {m.hidden_size} is not divisible by model.num_heads {m.num_heads}"),
         (cfg.data.max_history > 0, "data.max_history must be positive"),
+        *_combinations(cfg),
     ]
+    if model_final:
+        checks.append((m.position != "learned" or d.max_history <= m.max_len,
+                       f"data.max_history {d.max_history} exceeds model.max_len {m.max_len} (model.position=learned "
+                       f"has max_len positions): lower data.max_history or raise model.max_len"))
     for ok, msg in checks:
         if not ok:
             raise LearnError(f"config: {msg}")
+    if model_final:  # the model section's own rules (num_items is set from the data later)
+        try:
+            dataclasses.replace(m, num_items=max(1, m.num_items)).validate()
+        except LearnError as e:
+            raise LearnError(f"config: {e}") from None
+
+
+def _combinations(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Values and combinations that would fail (or be silently ignored) only once training runs."""
+    t, d, log, ck = cfg.train, cfg.data, cfg.log, cfg.ckpt
+    from learn.train import LOSSES
+
+    loss = t.loss if t.loss != "auto" else ("infonce" if t.stage == "pretrain" else "softmax")
+    spec = LOSSES.get(loss)
+    return [
+        (log.log_every >= 1, f"log.log_every must be at least 1, got {log.log_every}"),
+        (min(ck.keep_last_n, ck.save_every_epochs, ck.save_every_steps) >= 0,
+         "ckpt.keep_last_n, ckpt.save_every_epochs and ckpt.save_every_steps must be >= 0"),
+        (t.eval_every >= 0 and t.patience >= 0, "train.eval_every and train.patience must be >= 0"),
+        (t.patience == 0 or t.eval_every > 0, "train.patience needs train.eval_every > 0 (it counts validations)"),
+        (t.scale > 0, f"train.scale must be positive, got {t.scale}"),
+        (t.catalogue_chunk >= 1, f"train.catalogue_chunk must be at least 1, got {t.catalogue_chunk}"),
+        (spec is None or not spec.window or min(t.dense_user_positions, t.dense_target_window) >= 1,
+         "train.dense_user_positions and train.dense_target_window must be at least 1"),
+        (not t.mask_history or loss == "softmax",
+         f"train.mask_history=true needs the softmax loss (train.loss is {loss})"),
+        (spec is None or not spec.catalogue or t.stage == "finetune" or d.preload_store,
+         f"train.loss={loss} scores the whole catalogue every step: it needs data.preload_store=true"),
+        (d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}"),
+        (d.min_seq_len <= d.max_seq_len,
+         f"data.min_seq_len {d.min_seq_len} exceeds data.max_seq_len {d.max_seq_len}: no sequence would be left"),
+        (d.finetune_max_len == 0 or d.finetune_min_len <= d.finetune_max_len,
+         f"data.finetune_min_len {d.finetune_min_len} exceeds data.finetune_max_len {d.finetune_max_len} (0 = no "
+         f"bound): no training sequence would be left"),
+    ]
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -7,6 +7,7 @@ cold-start slice (test items never seen in any training sequence) is reported se
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -48,6 +49,8 @@ def evaluate_split(model, data: DataBundle, split: str, max_history: int = 40, b
     ranks = full_ranks(user_emb, items, users.target.to(device), history=history).cpu()
     metrics = metrics_from_ranks(ranks, ks=ks, average=average, batch_size=average_batch)
     metrics["users"] = len(users.users)
+    if users.skipped:  # no history item before the split (e.g. a user only in the test split): nothing to rank from
+        metrics["skipped"] = users.skipped
     if split == "test":
         seqs = list(data.dataset.train.values())
         cold = cold_start_mask(seqs, users.target.tolist())
@@ -56,6 +59,15 @@ def evaluate_split(model, data: DataBundle, split: str, max_history: int = 40, b
             cold_metrics = metrics_from_ranks(ranks[cold], ks=ks, average="user")
             metrics.update({f"cold/{k}": v for k, v in cold_metrics.items() if k != "count"})
     return metrics
+
+
+def skipped_note(split: str, metrics: dict) -> str | None:
+    """The notice line for users left out of a split's mean because they have no history item, or None."""
+    n = metrics.get("skipped", 0)
+    if not n:
+        return None
+    return (f"note: {n:,} {split} user(s) without any history item before the {split} item (e.g. only in the "
+            f"{split} split) skipped: not ranked, not part of the mean of {metrics.get('users', metrics.get('count'))}")
 
 
 def _run_max_history(weights: Path, default: int = 40) -> int:
@@ -109,6 +121,8 @@ def main(argv: list[str]) -> int:
     for split in splits:
         result[split] = evaluate_split(model, data, split, args.max_history, args.batch_size, device, ks,
                                        args.mask_history, args.average, args.average_batch)
+        if note := skipped_note(split, result[split]):
+            print(note, file=sys.stderr)
     name = args.name or Path(args.data).name
     from learn.data.formats import source_format
 

@@ -37,12 +37,12 @@ from tqdm.auto import tqdm
 from learn import checkpoint as ckpt
 from learn import distributed as D
 from learn import transfer
-from learn.config import RunConfig, load_config, parse_override, save_config
+from learn.config import RunConfig, load_config, parse_override, save_config, validate
 from learn.data.bundle import item_table, load_bundle, open_store
 from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
 from learn.data.samples import Batch, Collator, SequenceSamples, lookup
 from learn.errors import ArgumentParser, LearnError
-from learn.evaluate import evaluate_split
+from learn.evaluate import evaluate_split, skipped_note
 from learn.io import atomic_dir, atomic_write_json
 from learn.losses import dense_all_action, full_softmax, info_nce
 from learn.model import LEARNModel
@@ -272,6 +272,7 @@ class Trainer:
         run's config.yaml says); None = every model key that differs from its default counts as chosen."""
         self.cfg = cfg
         t = cfg.train
+        validate(cfg)  # before anything is read or written (load_config did it too; a RunConfig may come built)
         self.dist = D.init(t.device)
         self.device = self.dist.device
         self.main = self.dist.is_main
@@ -282,6 +283,7 @@ class Trainer:
         self.ckpt_root = self.run_dir / "checkpoints"
         self.loss = t.loss if t.loss != "auto" else ("infonce" if t.stage == "pretrain" else "softmax")
         self.lock: ckpt.RunLock | None = None
+        self.notes: set[str] = set()  # notice lines already printed
         self._agree(self._claim_run_dir)  # rank 0 holds the run folder before anything is read or written
         try:
             torch.manual_seed(t.seed + self.dist.rank)
@@ -506,6 +508,7 @@ class Trainer:
         if source is not None:
             ckpt.verify_weights(source)
             self._inherit_architecture(source, explicit)
+            validate(cfg, model_final=True)  # with the shape taken from the source (a refused start leaves nothing)
         if cfg.model.input_dim != self.input_dim:
             self.log(f"model.input_dim set to the item store's dim {self.input_dim}")
             cfg.model.input_dim = self.input_dim
@@ -672,6 +675,10 @@ class Trainer:
                 device=self.device,
             )
             self.eval_model.train()
+            note = skipped_note(split, metrics)
+            if note and note not in self.notes:  # once per run, not every validation
+                self.notes.add(note)
+                self.log(note)
         return D.broadcast_object(metrics)
 
     def fit(self) -> dict:
@@ -697,6 +704,7 @@ class Trainer:
             use_wandb=cfg.log.wandb,
             project=cfg.log.wandb_project,
             name=cfg.log.run_name,
+            notice=self.log,
         )
         done = t.max_steps and self.step >= t.max_steps
         self.model.train()

@@ -9,6 +9,7 @@ by another LLM at finetune (init and resume) and at eval, tampered checkpoints a
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from learn.config import load_config
 from learn.train import Trainer
-from tests.conftest import TINY_MODEL, make_tiny_corpus, make_tiny_dataset, run_cli
+from tests.conftest import ROOT, TINY_MODEL, make_tiny_corpus, make_tiny_dataset, run_cli
 
 ENV = {"OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 
@@ -291,3 +292,149 @@ def test_the_fixture_run_still_evaluates(env):
     proc = _eval(tmp / "runs" / "base", data, store, tmp / "ev-ok")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp / "ev-ok" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ impossible configs
+def _refused_here(capsys, argv: list[str], *words: str) -> str:
+    """``python -m learn ARGV`` in-process: exit 2 and one ``error:`` line holding ``words``."""
+    from learn.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error:"), (rc, lines)
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("stage,extra,needle", [
+    ("finetune", ["model.position=learned", "model.max_len=8", "data.max_history=9"],
+     "data.max_history 9 exceeds model.max_len 8"),
+    ("finetune", ["log.log_every=0"], "log.log_every must be at least 1"),
+    ("finetune", ["train.patience=2", "train.eval_every=0"], "train.patience needs train.eval_every > 0"),
+    ("finetune", ["data.finetune_min_len=9", "data.finetune_max_len=5"], "data.finetune_min_len 9 exceeds"),
+    ("finetune", ["train.loss=dense", "train.mask_history=true"], "train.mask_history=true needs the softmax loss"),
+    ("finetune", ["model.item_tower=table", "model.output_dim=16"], "model.item_tower=table needs"),
+    ("finetune", ["ckpt.keep_last_n=-1"], "ckpt.keep_last_n"),
+    ("pretrain", ["train.loss=softmax", "data.preload_store=false"], "train.loss=softmax scores the whole"),
+    ("pretrain", ["data.min_seq_len=50", "data.max_seq_len=40"], "data.min_seq_len 50 exceeds"),
+])
+def test_impossible_config_is_refused_before_any_file_is_written(env, capsys, stage, extra, needle):
+    """Refused by config validation, before the run folder (its .lock, config.yaml, metrics.jsonl) exists, whatever
+    the data: here the sequences are short enough that a learned-position run would never have hit max_len."""
+    tmp, data, store, corpus, _ = env
+    args = (_ft_args(tmp, data, store, "combo", *extra) if stage == "finetune"
+            else _pt_args(tmp, corpus, store, "combo", *extra))
+    _refused_here(capsys, [stage, *args], f"config: {needle}")
+    assert not (tmp / "runs" / "combo").exists()
+
+
+def test_max_history_beyond_an_inherited_max_len_is_refused_and_leaves_nothing(env, capsys):
+    """train.init_from takes model.max_len from the source run: the check runs again with it, and the refused start
+    removes the folder it had locked."""
+    tmp, data, store, _, _ = env
+    src = tmp / "runs" / "short-pos"
+    if not src.exists():
+        Trainer(load_config(None, [*_ft_args(tmp, data, store, "short-pos", "model.position=learned",
+                                             "model.max_len=8", "data.max_history=8"), "train.stage=finetune"])).fit()
+    _refused_here(capsys, ["finetune", *_ft_args(tmp, data, store, "inherit-pos", f"train.init_from={src}")],
+                  "data.max_history 40 exceeds model.max_len 8")
+    assert not (tmp / "runs" / "inherit-pos").exists()
+
+
+# ------------------------------------------------------------------------------------------ wandb without a login
+def test_wandb_mode_without_a_login_is_offline(monkeypatch, tmp_path):
+    from learn.tracking import wandb_mode
+
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    mode, line = wandb_mode()
+    assert mode == "offline" and "no API key" in line and "WANDB_MODE=disabled" in line
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert wandb_mode() == (None, None)  # `wandb login` wrote a key: wandb's own (online) default
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode() == (None, None)
+    monkeypatch.delenv("WANDB_API_KEY")
+    for mode in ("offline", "online", "disabled"):
+        monkeypatch.setenv("WANDB_MODE", mode)
+        assert wandb_mode() == ("disabled" if mode == "disabled" else None, None)
+
+
+def test_wandb_that_cannot_start_leaves_the_metrics_to_jsonl(monkeypatch, tmp_path):
+    import wandb
+
+    from learn.tracking import MetricLogger
+
+    def refuse(**_):
+        raise wandb.errors.UsageError("api_key not configured (no-tty). call wandb.login(key=[your_api_key])")
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setattr(wandb, "init", refuse)
+    notices = []
+    logger = MetricLogger(tmp_path / "run", {}, notice=notices.append)
+    logger.log({"train/loss": 1.0}, 1)
+    logger.close()
+    assert len(notices) == 1 and notices[0].startswith("wandb: could not start (UsageError: api_key not configured")
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("train/loss") == 1
+    assert not (tmp_path / "run" / "wandb_id.txt").exists()
+
+
+def test_finetune_without_a_wandb_login_logs_offline_with_one_notice(env, tmp_path):
+    """WANDB_MODE unset and no API key (a fresh machine): the run finishes, one notice line, no traceback."""
+    tmp, data, store, _, _ = env
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    clean.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    args = [a for a in _ft_args(tmp, data, store, "wandb-offline", "train.max_steps=2") if a != "log.wandb=false"]
+    proc = subprocess.run([sys.executable, "-m", "learn", "finetune", *args], capture_output=True, text=True,
+                          env=clean, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert out.count("wandb: no API key") == 1 and "Traceback" not in out, out[-3000:]
+    run = tmp / "runs" / "wandb-offline"
+    assert list((run / "wandb").glob("offline-run-*")) and (run / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ users without history
+def _with_a_test_only_user(tmp: Path, data: Path) -> Path:
+    """A copy of the tiny dataset plus one user who appears only in the test split (no history item at all)."""
+    import json
+
+    dst = tmp / "tiny_testonly"
+    if not dst.exists():
+        shutil.copytree(data, dst)
+        test = json.loads((dst / "test.json").read_text())
+        umap = json.loads((dst / "umap.json").read_text())
+        test["999"], umap["U999"] = [3], 999
+        (dst / "test.json").write_text(json.dumps(test))
+        (dst / "umap.json").write_text(json.dumps(umap))
+    return dst
+
+
+def test_eval_counts_and_reports_users_without_history(env, tmp_path):
+    tmp, data, store, _, _ = env
+    testonly = _with_a_test_only_user(tmp, data)
+    proc = _eval(tmp / "runs" / "base", testonly, store, tmp_path / "ev")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "1 test user(s) without any history item" in notes[0], proc.stderr
+    import json
+
+    test = json.loads((tmp_path / "ev" / "metrics.json").read_text())["test"]
+    assert test["users"] == 40 and test["skipped"] == 1 and "skipped" not in json.loads(
+        (tmp_path / "ev" / "metrics.json").read_text())["val"]
+
+
+def test_text_baseline_reports_users_without_history(env, capsys):
+    from learn.cli import main
+
+    tmp, data, store, _, _ = env
+    testonly = _with_a_test_only_user(tmp, data)
+    assert main(["text-baseline", "--data", str(testonly), "--store", str(store)]) == 0
+    out, err = capsys.readouterr()
+    assert "users=40 skipped=1" in out
+    assert [line for line in err.splitlines() if line.startswith("note:")] == [
+        "note: 1 test user(s) without any history item before the test item (e.g. only in the test split) skipped: "
+        "not ranked, not part of the mean of 40"]

@@ -26,6 +26,7 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from learn.config import RETIRED, retired
 from learn.errors import DataError, LearnError
 from learn.io import atomic_dir, atomic_write_bytes, atomic_write_text, sha256_file
 from learn.model import LEARNModel, ModelConfig
@@ -107,10 +108,14 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") 
     section = doc["model"]
     if not isinstance(section, dict):
         raise DataError(cfg_path, "the 'model' section is not a mapping")
-    unknown = sorted(set(section) - {f.name for f in fields(ModelConfig)})
+    known = {f.name for f in fields(ModelConfig)}
+    for key in sorted(set(section) - known):
+        if (why := retired(f"model.{key}", section[key])) is not None:
+            raise DataError(cfg_path, why)
+    unknown = sorted(k for k in set(section) - known if f"model.{k}" not in RETIRED)
     if unknown:
         raise DataError(cfg_path, f"unknown model config keys: {', '.join(unknown)}")
-    cfg = ModelConfig(**section)
+    cfg = ModelConfig(**{k: v for k, v in section.items() if k in known})
     cfg.validate()
     model = LEARNModel(cfg)
     load_matching(model, path).require_all("match config.yaml")
@@ -263,7 +268,7 @@ def load_weights(model: torch.nn.Module, folder: str | Path) -> Path:
 # ----------------------------------------------------------------------------------------------- partial loading
 # catalogue-specific tensors: they depend on the item set (one row per item), so a start from a run on another
 # catalogue drops them by shape; every other tensor belongs to the towers (adaptor, layers, positions, projection)
-CATALOGUE_TENSORS = ("id_embedding.weight", "id_mask", "item_bias")
+CATALOGUE_TENSORS = ("id_embedding.weight", "item_bias")
 
 
 @dataclass

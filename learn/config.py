@@ -52,13 +52,6 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.0
-    # extra decoupled weight decay on the item-ID table alone (text+ID): every ID vector is pulled towards zero at rate
-    # lr * W, so only those the data keeps pushing stay large and the rest of the ranking is left to the text
-    id_weight_decay: float = 0.0
-    # 0: that decay is the same for every item | K > 0: item i's ID vector decays at id_weight_decay * K / (K + n_i),
-    # n_i = its occurrences in the training sequences (shrinkage: a never-seen item gets it all, one seen K times half,
-    # so rare items rank from their text and frequent ones keep their IDs; applied after each optimizer step)
-    id_decay_half_count: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     warmup: str = "0"  # linear warm-up before the cosine decay: N optimizer steps (20) or epochs ("1 epoch")
@@ -139,6 +132,22 @@ class RunConfig:
         return Path(self.log.output_dir) / self.log.run_name
 
 
+# options retired in issue 28 (text+ID fusion experiments no shipped config uses; benchmarks/quality.md keeps their
+# results and names the commit that still runs them), with the value that meant "off": a config or a saved
+# config.yaml that holds that value reads as before, any other value is refused
+RETIRED = {"model.id_init": "normal", "model.id_dropout": 0.0, "model.id_min_count": 0,
+           "train.id_weight_decay": 0.0, "train.id_decay_half_count": 0.0}
+RETIRED_AT = "5900d58"
+
+
+def retired(key: str, value: Any) -> str | None:
+    """None when ``key`` is not a retired option or holds its "off" value; else why it cannot be used."""
+    if key not in RETIRED or value == RETIRED[key]:
+        return None
+    return (f"{key}={value!r}: a retired text+ID fusion option (issue 28; results in benchmarks/quality.md, runnable "
+            f"at commit {RETIRED_AT})")
+
+
 _EXPECTED = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -182,6 +191,10 @@ def _apply(obj: Any, mapping: dict[str, Any], prefix: str = "") -> None:
     names = {f.name for f in fields(obj)}
     for key, value in mapping.items():
         where = f"{prefix}{key}"
+        if key not in names and where in RETIRED:
+            if (why := retired(where, value)) is not None:
+                raise LearnError(f"config: {why}")
+            continue
         if key not in names:
             raise LearnError(f"config: unknown key {where!r} (known: {', '.join(sorted(names))})")
         current = getattr(obj, key)
@@ -281,11 +294,7 @@ def validate(cfg: RunConfig, model_final: bool | None = None) -> None:
         (t.eval_metric in EVAL_METRICS, f"train.eval_metric: unknown {t.eval_metric!r} ({', '.join(EVAL_METRICS)})"),
         (t.eval_batch_size >= 1, f"train.eval_batch_size must be at least 1, got {t.eval_batch_size}"),
         (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
-        (t.weight_decay >= 0 and t.id_weight_decay >= 0, "train.weight_decay and train.id_weight_decay must be >= 0"),
-        (t.id_decay_half_count >= 0 and (t.id_decay_half_count == 0 or t.id_weight_decay > 0),
-         "train.id_decay_half_count must be >= 0 and needs train.id_weight_decay > 0 (the decay it scales)"),
-        (t.id_decay_half_count == 0 or m.item_id_embedding,
-         "train.id_decay_half_count needs model.item_id_embedding=true (an item-ID table)"),
+        (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}"),
         (t.init_items == "shape" or t.init_from,
          "train.init_items=key|text needs train.init_from (the run to carry rows from)"),
         (t.init_items != "text" or t.stage == "finetune",

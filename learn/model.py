@@ -36,16 +36,6 @@ class ModelConfig:
     # LayerNorm + dropout on the first hidden states of a history (input + position), as SASRec and BERT's embeddings
     embed_norm: bool = False
     item_id_embedding: bool = False  # text+ID variant: learnable item-ID embedding added to the adaptor output
-    # normal: N(0, 0.02) like every weight | zero: the text+ID towers start as the text towers (the full softmax still
-    # moves the ID vector of every catalogue item, as a negative; train.id_weight_decay pulls the unused ones back)
-    id_init: Literal["normal", "zero"] = "normal"
-    # training only: each item occurrence (history position or scored item) has its ID vector zeroed with this
-    # probability, so the towers keep ranking from text (as they must for items added after training)
-    id_dropout: float = 0.0
-    # > 0: only items seen at least this many times in the training sequences get an ID vector; the rest (and items
-    # added after training) are ranked from their text alone. The trainer sets the mask from its data; it is saved
-    # with the weights (buffer ``id_mask``)
-    id_min_count: int = 0
     # false: no text input at all (no adaptor); with item_id_embedding the towers are a SASRec-style ID model, the
     # in-trainer ID reference (item text vectors are loaded but unused)
     text_input: bool = True
@@ -60,19 +50,12 @@ class ModelConfig:
         from learn.config import check_choices  # learn.config imports this module
 
         check_choices(self, "model.")  # a ModelConfig read from a checkpoint's config.yaml, not through load_config
-        text_fallback = self.item_id_embedding and self.text_input  # ID vectors that text can stand in for
         checks = [
             (self.num_heads > 0 and self.hidden_size % self.num_heads == 0,
              f"model.hidden_size {self.hidden_size} is not divisible by model.num_heads {self.num_heads}"),
             (min(self.input_dim, self.hidden_size, self.ffn_size, self.output_dim) > 0, "model sizes must be > 0"),
             (self.num_layers >= 0, "model.num_layers must be >= 0"),
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
-            (0.0 <= self.id_dropout < 1.0, "model.id_dropout must be in [0, 1)"),
-            (self.id_dropout == 0.0 or text_fallback,
-             "model.id_dropout needs model.item_id_embedding=true and model.text_input=true (text is the fallback)"),
-            (self.id_min_count >= 0, "model.id_min_count must be >= 0"),
-            (self.id_min_count == 0 or text_fallback,
-             "model.id_min_count needs model.item_id_embedding=true and model.text_input=true (text is the fallback)"),
             (not self.item_id_embedding or self.num_items > 0, "model.item_id_embedding needs model.num_items > 0"),
             (not self.item_bias or self.num_items > 0, "model.item_bias needs model.num_items > 0"),
             (self.text_input or self.item_id_embedding,
@@ -290,20 +273,6 @@ class LEARNModel(nn.Module):
         self.id_embedding = nn.Embedding(cfg.num_items, cfg.hidden_size) if cfg.item_id_embedding else None
         self.apply(self._init_weights)
         self.item_bias = nn.Parameter(torch.zeros(cfg.num_items)) if cfg.item_bias else None
-        if self.id_embedding is not None and cfg.id_init == "zero":
-            nn.init.zeros_(self.id_embedding.weight)
-        # model.id_min_count: which items have an ID vector (set by set_id_mask; saved with the weights)
-        self.register_buffer("id_mask", torch.ones(cfg.num_items, dtype=torch.bool) if cfg.id_min_count > 0 else None)
-
-    @torch.no_grad()
-    def set_id_mask(self, counts) -> int:
-        """``model.id_min_count``: only items with ``counts[i] >= id_min_count`` (occurrences in the training
-        sequences) keep an ID vector; returns how many do (``num_items`` when the option is off)."""
-        if self.id_mask is None:
-            return self.cfg.num_items
-        known = torch.as_tensor(counts, device=self.id_mask.device) >= self.cfg.id_min_count
-        self.id_mask.copy_(known)
-        return int(known.sum())
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -323,13 +292,7 @@ class LEARNModel(nn.Module):
             raise LearnError("model.item_id_embedding is on: item_ids are required")
         if mask is not None:
             item_ids = torch.where(mask, item_ids, torch.zeros_like(item_ids))  # padding ids may be anything
-        vec = self.id_embedding(item_ids)
-        if self.id_mask is not None:  # items below model.id_min_count have none
-            vec = vec * self.id_mask[item_ids].unsqueeze(-1).to(vec.dtype)
-        p = self.cfg.id_dropout
-        if p > 0.0 and self.training:  # whole vectors, no 1/(1-p) rescale: at eval every ID vector is present
-            vec = vec * (torch.rand(vec.shape[:-1], device=vec.device) >= p).unsqueeze(-1).to(vec.dtype)
-        return vec
+        return self.id_embedding(item_ids)
 
     def _users_out(self, out: Tensor) -> Tensor:
         """User embeddings as returned: with ``item_bias`` a constant 1 is appended (it multiplies the item's b_i)."""

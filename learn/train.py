@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
@@ -37,7 +36,7 @@ from tqdm.auto import tqdm
 from learn import checkpoint as ckpt
 from learn import distributed as D
 from learn import transfer
-from learn.config import RunConfig, load_config, parse_override, save_config, validate
+from learn.config import RunConfig, load_config, parse_override, retired, save_config, validate
 from learn.data.bundle import item_table, load_bundle, open_store
 from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
 from learn.data.samples import Batch, Collator, SequenceSamples, lookup
@@ -148,20 +147,13 @@ class Objective(nn.Module):
 
 
 def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (+ ``id_weight_decay`` on the item-ID table, its own group when set:
-    AdamW's uniform decay, or only ``weight_decay`` there when ``IdRowDecay`` scales it per item); the fused kernel
-    (CPU and CUDA) when every parameter is float."""
-    table = getattr(model, "id_embedding", None) if t.id_weight_decay > 0 else None
-    ids = [table.weight] if table is not None else []
-    decay = [p for p in model.parameters() if p.ndim >= 2 and not (ids and p is ids[0])]
+    """AdamW with weight decay on matrices only; the fused kernel (CPU and CUDA) when every parameter is float."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    params = decay + no_decay + ids
+    params = decay + no_decay
     fused = bool(params) and all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params) and len(
         {p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if ids:
-        per_item = t.id_decay_half_count > 0
-        groups.append({"params": ids, "weight_decay": t.weight_decay + (0.0 if per_item else t.id_weight_decay)})
     return torch.optim.AdamW(
         groups,
         lr=t.lr,
@@ -169,34 +161,6 @@ def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
         eps=t.eps,
         fused=fused or None,
     )
-
-
-class IdRowDecay:
-    """``train.id_decay_half_count=K``: after each optimizer step, row i of the item-ID table is multiplied by
-    ``1 - lr * W * K / (K + n_i)`` (decoupled, like AdamW's), n_i = item i's occurrences in the training sequences.
-
-    AdamW's own decay is the same for every row, and Adam's per-coordinate normalisation moves a rare item's ID vector
-    about as far per step as a frequent one's; this shrinks each ID vector by how little the data supports it, so a
-    rare item is ranked from its text and a frequent one keeps its ID. Stateless (the counts come from the data), so
-    resume is unaffected.
-    """
-
-    def __init__(self, weight: Tensor, counts, decay: float, half_count: float):
-        n = torch.as_tensor(counts, dtype=torch.float64)
-        self.weight = weight
-        self.rate = (decay * half_count / (half_count + n)).to(weight).unsqueeze(1)
-
-    @torch.no_grad()
-    def __call__(self, lr: float) -> None:
-        self.weight.mul_(1.0 - lr * self.rate)
-
-
-def item_counts(seqs, num_items: int):
-    """Occurrences of every item index in the training sequences (a list of lists or a ``SequenceFile``)."""
-    if isinstance(seqs, SequenceFile):
-        return seqs.item_counts(num_items)
-    flat = np.fromiter((i for s in seqs for i in s), dtype=np.int64)
-    return np.bincount(flat, minlength=num_items)[:num_items]
 
 
 def cosine_lambda(warmup: int, total: int):
@@ -245,11 +209,14 @@ def _short(value, n: int = 40) -> str:
 
 
 def config_differences(saved: dict, current: dict) -> list[tuple[str, object, object]]:
-    """(key, saved value, current value) for every key both configs hold that differs (ignored keys left out)."""
+    """(key, saved value, current value) for every key both configs hold that differs (ignored keys left out), and
+    every retired option the saved config had on (learn.config.RETIRED)."""
     old, new = _flat(saved), _flat(current)
+    gone = [(k, v, "(retired)") for k, v in old.items() if k not in new and retired(k, v) is not None]
     return [(k, old[k], v) for k, v in new.items()
             if k in old and k not in IGNORED_ON_RESUME and old[k] != v
-            and not (isinstance(v, int | float) and isinstance(old[k], int | float) and float(old[k]) == float(v))]
+            and not (isinstance(v, int | float) and isinstance(old[k], int | float) and float(old[k]) == float(v))
+            ] + gone
 
 
 def _rng_state() -> dict:
@@ -397,8 +364,6 @@ class Trainer:
             self.table = item_table(self.store, self.keys) if cfg.data.preload_store else None
         if not len(seqs):
             raise LearnError("no training sequences left after the length filter")
-        need_counts = t.id_decay_half_count > 0 or cfg.model.id_min_count > 0
-        self.counts = item_counts(seqs, len(self.keys)) if need_counts else None
         self.input_dim = self.store.dim
         mode = t.stage
         window = t.dense_target_window if LOSSES[self.loss].window else 0
@@ -518,22 +483,11 @@ class Trainer:
         self.store_identity = ckpt.identity_of(self.store.meta)  # recorded in every model.safetensors written
         if source is not None:
             self._init_from(source)
-        if cfg.model.id_min_count > 0:  # from this run's data (not the source's), before the EMA copy below
-            n = self.model.set_id_mask(self.counts)
-            self.log(f"ID vectors for {n:,} of {len(self.keys):,} items (seen >= {cfg.model.id_min_count} times in "
-                     f"training); the rest ranked from their text")
         self.objective = Objective(
             self.model, self.loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions,
             t.item_dropout,
         )
         self.optimizer = build_optimizer(self.model, t)
-        self.id_decay = None
-        if t.id_decay_half_count > 0:  # config validation guarantees the ID table
-            self.id_decay = IdRowDecay(self.model.id_embedding.weight, self.counts, t.id_weight_decay,
-                                       t.id_decay_half_count)
-            rate = self.id_decay.rate.squeeze(1)
-            self.log(f"ID decay per item: {rate.max():.3g} (rarest item) to {rate.min():.3g} (most frequent), median "
-                     f"{rate.median():.3g}")
         # the averaged copy is what validation, the best checkpoint and the test read (the raw weights keep training)
         self.ema = None
         if t.ema_decay > 0:
@@ -756,12 +710,8 @@ class Trainer:
             if t.clip_grad > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
-            # fp16 only: a skipped step (inf gradients) lowers the scale, and skips the ID decay too
-            scale = self.scaler.get_scale() if self.id_decay is not None and self.scaler.is_enabled() else None
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            if self.id_decay is not None and (scale is None or self.scaler.get_scale() >= scale):
-                self.id_decay(self.optimizer.param_groups[-1]["lr"])
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             if self.ema is not None:

@@ -17,7 +17,7 @@ from learn.checkpoint import saved_config, unwrap
 from learn.data.text import normalise
 from learn.errors import LearnError
 
-# the rows carried; ``id_mask`` (model.id_min_count) is recomputed from this run's own training data
+# the rows carried
 CARRIED = ("id_embedding.weight", "item_bias")
 
 

@@ -29,7 +29,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN = {"demo_pretrain", "pretrain_amazon"}
 # config -> the config whose fingerprint run it starts from (train.init_from)
 SOURCE = {"finetune_amazon": "pretrain_amazon", "finetune_amazon_scientific": "pretrain_amazon",
           "ml100k_from1m_cpu": "ml1m_table_cpu", "demo_finetune": "demo_pretrain"}
@@ -143,7 +142,7 @@ def main() -> int:
         data, corpus, store = make_data(work)
         names = order(sorted(c.stem for c in Path(args.configs).glob("*.yaml")))
         for name in names:
-            stage = "pretrain" if name in PRETRAIN else "finetune"
+            stage = "pretrain" if "pretrain" in name else "finetune"  # demo_pretrain, pretrain_*
             over = [f"data.dataset={data}", f"data.store={store}", f"log.output_dir={work / 'runs'}",
                     f"log.run_name={name}", "log.wandb=false", "log.progress=false", "data.num_workers=0",
                     "train.device=cpu", "train.epochs=3", *SMALL]

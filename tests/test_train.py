@@ -312,12 +312,12 @@ def test_bf16_autocast_on_cpu_runs(tiny):
     assert result["test"]["users"] == 40
 
 
-def test_separate_item_tower_and_id_mask_under_two_gloo_ranks(tiny):
-    """A separate item tower, and an ID table with model.id_min_count (a bool buffer DDP broadcasts), on 2 ranks."""
+def test_separate_item_tower_and_id_table_under_two_gloo_ranks(tiny):
+    """A separate item tower and an item-ID table, on 2 ranks."""
     tmp, data, store = tiny
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     args = _finetune_args(tmp, data, store, "train.epochs=1", "model.item_tower=separate", "log.run_name=sep",
-                          "model.item_id_embedding=true", "model.id_min_count=3")
+                          "model.item_id_embedding=true")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            "-m", "learn", "finetune", *args], env=env, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

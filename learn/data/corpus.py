@@ -148,14 +148,6 @@ class SequenceFile:
     def __len__(self) -> int:
         return int(self.meta["sequences"])
 
-    def item_counts(self, num_items: int, chunk: int = 1 << 24) -> np.ndarray:
-        """Occurrences of every item index over all sequences, read in chunks (memory independent of the corpus)."""
-        flat = np.memmap(self.folder / "items.bin", dtype="<i4", mode="r") if int(self.meta["interactions"]) else []
-        counts = np.zeros(num_items, dtype=np.int64)
-        for lo in range(0, len(flat), chunk):
-            counts += np.bincount(flat[lo:lo + chunk], minlength=num_items)[:num_items]
-        return counts
-
     def __getitem__(self, index: int) -> np.ndarray:
         if not -len(self) <= index < len(self):
             raise IndexError(index)

@@ -36,6 +36,7 @@ FILES = ("model.safetensors", "train_state.pt", "config.yaml")
 WEIGHT_FILES = ("model.safetensors", "config.yaml")  # a weights-only folder (best/)
 PARTIAL_RE = re.compile(r"^\.step-\d{8}\.(tmp|old)-")  # left by a crash inside atomic_dir / replace_dir
 STORE_KEY = "learn.item_store"  # safetensors metadata: the identity of the item store the weights were trained on
+CATALOGUE_KEY = "learn.catalogue"  # safetensors metadata: the catalogue's identity (learn.catalogue)
 IDENTITY = ("model", "layer", "text_template_hash")
 
 
@@ -63,15 +64,17 @@ def saved_config(weights: Path) -> dict | None:
 
 
 def save_weights(model: torch.nn.Module, config_yaml: str, folder: str | Path, store: dict | None = None,
-                 manifest: bool = False) -> Path:
-    """model.safetensors (+ the item store's identity in its metadata) + config.yaml into ``folder`` (created if
-    needed), each file written atomically; ``manifest``: also a manifest.json of their sha256 sums. Wrap the call in
-    :func:`learn.io.atomic_dir` to make a whole folder appear at once."""
+                 manifest: bool = False, catalogue: dict | None = None) -> Path:
+    """model.safetensors (+ the identities of the item store and of the catalogue in its metadata) + config.yaml into
+    ``folder`` (created if needed), each file written atomically; ``manifest``: also a manifest.json of their sha256
+    sums. Wrap the call in :func:`learn.io.atomic_dir` to make a whole folder appear at once."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt"}
     if store:
         metadata[STORE_KEY] = json.dumps(store, sort_keys=True)
+    if catalogue:
+        metadata[CATALOGUE_KEY] = json.dumps(catalogue, sort_keys=True)
     state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
     atomic_write_bytes(folder / "model.safetensors", save(state, metadata=metadata))
     atomic_write_text(folder / "config.yaml", config_yaml)
@@ -131,13 +134,21 @@ def identity_of(meta) -> dict:
     return {k: getattr(meta, k) for k in IDENTITY}
 
 
-def store_identity(weights: str | Path) -> dict | None:
-    """The item-store identity recorded in a weights file / folder, or None (weights from elsewhere or older)."""
+def read_metadata(weights: str | Path) -> dict[str, str] | None:
+    """The metadata of a weights file / folder's model.safetensors, or None when it cannot be read."""
     try:
         with safe_open(str(weights_file(Path(weights))), "pt") as f:
-            raw = (f.metadata() or {}).get(STORE_KEY)
+            return f.metadata() or {}
+    except (OSError, SafetensorError):
+        return None
+
+
+def store_identity(weights: str | Path) -> dict | None:
+    """The item-store identity recorded in a weights file / folder, or None (weights from elsewhere or older)."""
+    raw = (read_metadata(weights) or {}).get(STORE_KEY)
+    try:
         return json.loads(raw) if raw else None
-    except (OSError, SafetensorError, json.JSONDecodeError):
+    except json.JSONDecodeError:
         return None
 
 
@@ -164,11 +175,11 @@ def check_model_store(model: torch.nn.Module, weights: str | Path, store, store_
 
 
 def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, train_state: dict[str, Any], config_yaml: str,
-                    keep_last_n: int = 2, store: dict | None = None) -> Path:
+                    keep_last_n: int = 2, store: dict | None = None, catalogue: dict | None = None) -> Path:
     """Write ``ckpt_root/step-{step:08d}`` atomically, then prune older step folders beyond ``keep_last_n``."""
     final = ckpt_root / f"step-{step:08d}"
     with atomic_dir(final, overwrite=True) as tmp:
-        save_weights(model, config_yaml, tmp, store=store)
+        save_weights(model, config_yaml, tmp, store=store, catalogue=catalogue)
         torch.save(train_state, tmp / "train_state.pt")
         write_manifest(tmp, FILES)
     if keep_last_n > 0:

@@ -81,6 +81,7 @@ def _run_max_history(weights: Path, default: int = 40) -> int:
 
 
 def main(argv: list[str]) -> int:
+    from learn.catalogue import check_inference
     from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights
 
     p = ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
@@ -100,6 +101,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", help="folder for metrics.json and results.md (default: the checkpoint folder)")
     p.add_argument("--name", default="", help="dataset name for the results table (default: folder name)")
     p.add_argument("--plot", metavar="PNG", help="also write a bar chart of the results beside the published numbers")
+    p.add_argument("--other-catalogue", action="store_true",
+                   help="rank a catalogue other than the model's own (text-only models: no item-ID table or biases)")
     args = p.parse_args(argv)
     from learn.metrics import parse_ks
 
@@ -115,6 +118,8 @@ def main(argv: list[str]) -> int:
         args.max_history = _run_max_history(weights)
     data = load_bundle(args.data, args.store)
     check_model_store(model, weights, data.store, args.store)
+    check_inference(weights, model.cfg, data.dataset.item_keys, args.data, args.other_catalogue,
+                    note=lambda line: print(line, file=sys.stderr))
     splits = ["val", "test"] if args.split == "both" else [args.split]
     result = {"checkpoint": str(weights), "data": args.data, "mask_history": args.mask_history,
               "average": args.average}

@@ -63,7 +63,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_se
 
 def export(ckpt, data, store, out, *, index: str = "flat", history_from: str = "full", catalogue_only: bool = False,
            max_history: int | None = None, batch_size: int = 256, device: str = "auto", overwrite: bool = False,
-           hnsw_m: int = 32, ef_search: int = 128, nprobe: int = 16, log=print) -> Path:
+           hnsw_m: int = 32, ef_search: int = 128, nprobe: int = 16, other_catalogue: bool = False, log=print) -> Path:
     import faiss
     from safetensors.torch import save
 
@@ -75,7 +75,8 @@ def export(ckpt, data, store, out, *, index: str = "flat", history_from: str = "
     if index not in INDEX_TYPES:
         raise LearnError(f"--index must be one of {', '.join(INDEX_TYPES)}, not {index!r}")
     t0 = time.perf_counter()
-    inf = load_inference(ckpt, data, store, device, max_history, new_items=not catalogue_only)
+    inf = load_inference(ckpt, data, store, device, max_history, new_items=not catalogue_only,
+                         other_catalogue=other_catalogue)
     items = encode_items(inf).cpu().contiguous()
     hists = {u: h for u in inf.dataset.users if (h := inf.history(u, history_from))}  # users with a history
     users = list(hists)
@@ -132,6 +133,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--history-from", choices=HISTORY_FROM, default="full",
                    help="users' histories: full (train+val+test, default), test (train+val, as eval), val (train)")
     p.add_argument("--catalogue-only", action="store_true", help="export only the dataset's items, not added ones")
+    p.add_argument("--other-catalogue", action="store_true",
+                   help="export a catalogue other than the model's own (text-only models: no item-ID table or biases)")
     p.add_argument("--max-history", type=int, default=None, help="default: the run's data.max_history, else 40")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")

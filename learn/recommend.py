@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -94,8 +95,12 @@ class Inference:
 
 
 def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device: str = "auto",
-                   max_history: int | None = None, new_items: bool = True) -> Inference:
-    """Load a checkpoint (as ``learn eval``), the dataset and the store; candidates = catalogue + new store items."""
+                   max_history: int | None = None, new_items: bool = True, other_catalogue: bool = False) -> Inference:
+    """Load a checkpoint (as ``learn eval``), the dataset and the store; candidates = catalogue + new store items.
+
+    A dataset whose catalogue is not the model's is refused (``other_catalogue``: unless the model is text-only;
+    :func:`learn.catalogue.check_inference`)."""
+    from learn.catalogue import check_inference
     from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights
     from learn.data.bundle import load_bundle
     from learn.distributed import pick_device
@@ -109,6 +114,8 @@ def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device
     max_history = _run_max_history(weights) if max_history is None else max_history
     ev = load_bundle(data, store)
     check_model_store(model, folder, ev.store)
+    check_inference(folder, model.cfg, ev.dataset.item_keys, data, other_catalogue,
+                    note=lambda line: print(line, file=sys.stderr))
     keys, table = list(ev.dataset.item_keys), ev.table
     extra = [k for k in ev.store.keys() if k not in ev.dataset.smap] if new_items else []
     if extra and not model.cfg.text_input:  # refused before the new items' vectors are read
@@ -249,6 +256,25 @@ def load_export_index(path: str | Path, dim: int | None = None) -> tuple[object,
     return index, ids
 
 
+def check_export_items(path: str | Path, item_ids: Sequence[str], keys: Sequence[str]) -> None:
+    """Refuse an export whose items are not the candidates ranked here (``keys``): an index made before items were
+    added to the store (``learn embed --add``) would silently never return them."""
+    have, want = set(item_ids), set(keys)
+    if have == want:
+        return
+    missing = [k for k in keys if k not in have]
+    extra = [k for k in item_ids if k not in want]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing):,} of the {len(keys):,} items ranked here are not in its index (e.g. "
+                     f"{missing[0]!r}: added to the store after the export, or left out by its --catalogue-only)")
+    if extra:
+        parts.append(f"its index holds {len(extra):,} items that are not ranked here (e.g. {extra[0]!r}: "
+                     f"--catalogue-only here, or another dataset or store)")
+    raise LearnError(f"{path}: the export does not match the items ranked here: {'; '.join(parts)}; re-run "
+                     f"`learn export` on this store (with the same --catalogue-only choice)")
+
+
 def search_index(index, item_ids: list[str], users: torch.Tensor, k: int,
                  exclude: Sequence[Sequence[str]] | None = None) -> list[tuple[list[str], list[float]]]:
     """(item ids, scores) per user from the FAISS index; ``exclude[u]`` are item ids to drop."""
@@ -300,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-from", choices=HISTORY_FROM, default="full",
                    help="users' histories: full (train+val+test, default), test (train+val, as eval), val (train)")
     p.add_argument("--catalogue-only", action="store_true", help="rank only the dataset's items, not added ones")
+    p.add_argument("--other-catalogue", action="store_true",
+                   help="rank a catalogue other than the model's own (text-only models: no item-ID table or biases)")
     p.add_argument("--index", metavar="EXPORT", help="search the FAISS index of a `learn export` folder instead")
     p.add_argument("--out", help="write JSON lines {user, items, scores, titles} (atomic; required with --all)")
     p.add_argument("--meta", help="extra titles: a JSON {item id: {title: ...}} or {item id: text} (new items)")
@@ -320,9 +348,11 @@ def main(argv: list[str]) -> int:
     if not isinstance(extra_meta, dict):
         raise LearnError(f"{args.meta}: expected a JSON object {{item id: title or fields}}")
     inf = load_inference(args.ckpt, args.data, args.store, args.device, args.max_history,
-                         new_items=not args.catalogue_only)
+                         new_items=not args.catalogue_only, other_catalogue=args.other_catalogue)
     titles = {**(inf.dataset.item_texts or {}), **inf.dataset.meta, **extra_meta}
     index, index_ids = load_export_index(args.index, inf.model.cfg.embedding_dim) if args.index else (None, None)
+    if index is not None:
+        check_export_items(args.index, index_ids, inf.keys)
     items = encode_items(inf) if index is None else None
 
     def rank(histories: list[list[int]]) -> list[tuple[list[str], list[float]]]:
@@ -378,8 +408,8 @@ def _recommend_all(inf: Inference, args, rank, titles) -> int:
             chunk = users[u0:u0 + block]
             hists = {u: h for u in chunk if (h := inf.history(u, args.history_from))}
             for u, (ids, scores) in zip(hists, rank(list(hists.values())) if hists else [], strict=True):
-                f.write(json.dumps({"user": inf.original_user(u), "items": ids, "scores": scores},
-                                   ensure_ascii=False) + "\n")
+                f.write(json.dumps({"user": inf.original_user(u), "items": ids, "scores": scores,
+                                    "titles": [title_of(titles, k) for k in ids]}, ensure_ascii=False) + "\n")
             written += len(hists)
             skipped += len(chunk) - len(hists)
             bar.update(len(chunk))

@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from learn import catalogue, transfer
 from learn import checkpoint as ckpt
 from learn import distributed as D
-from learn import transfer
 from learn.config import RunConfig, load_config, parse_override, retired, save_config, validate
 from learn.data.bundle import item_table, load_bundle, open_store
 from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
@@ -460,12 +460,9 @@ class Trainer:
         if carry:
             texts = self.eval_data.dataset.texts() if t.init_items == "text" else None  # finetune: keys = its items
             self.log(transfer.carry_catalogue(self.model, source, state, self.keys, texts, t.init_items))
-        elif set(report.loaded) & set(transfer.CARRIED):
-            own = self.cfg.data.pretrain_corpus if t.stage == "pretrain" else self.cfg.data.dataset
-            other = transfer.other_catalogue(source, own)
-            if other:
-                self.log(f"warning: the item-ID table / item biases were loaded by shape from a run on {other}; if "
-                         f"its items are not this run's in the same order, use train.init_items=key|text")
+        else:  # rows loaded by shape must follow this run's catalogue
+            catalogue.check_init_rows(source, [k for k in ckpt.CATALOGUE_TENSORS if k in report.loaded], self.keys,
+                                      self.catalogue["source"])
 
     def _build_model(self, explicit=None) -> None:
         cfg, t = self.cfg, self.cfg.train
@@ -481,6 +478,10 @@ class Trainer:
             cfg.model.num_items = len(self.keys)
         self.model = LEARNModel(cfg.model).to(self.device)
         self.store_identity = ckpt.identity_of(self.store.meta)  # recorded in every model.safetensors written
+        own = cfg.data.pretrain_corpus if t.stage == "pretrain" else cfg.data.dataset
+        self.catalogue = catalogue.identity(self.keys, own)  # so is the catalogue's
+        if t.stage == "pretrain" and self.eval_data is not None:  # zero-shot validation: ID rows must fit its items
+            catalogue.check_validation(self.keys, own, self.eval_data.dataset.item_keys, cfg.data.dataset, cfg.model)
         if source is not None:
             self._init_from(source)
         self.objective = Objective(
@@ -541,7 +542,7 @@ class Trainer:
         if self.main:
             ckpt.save_checkpoint(
                 self.ckpt_root, self.step, self.eval_model, state, self.config_yaml,
-                keep_last_n=self.cfg.ckpt.keep_last_n, store=self.store_identity,
+                keep_last_n=self.cfg.ckpt.keep_last_n, store=self.store_identity, catalogue=self.catalogue,
             )
         D.barrier()
 
@@ -762,7 +763,7 @@ class Trainer:
                     if self.main:
                         with atomic_dir(self.run_dir / "best", overwrite=True) as tmp:
                             ckpt.save_weights(self.eval_model, self.config_yaml, tmp, store=self.store_identity,
-                                              manifest=True)
+                                              manifest=True, catalogue=self.catalogue)
                             atomic_write_json(tmp / "val_metrics.json", {"step": self.step, **metrics})
                     logger.summary({f"best/val_{k}": v for k, v in metrics.items()})
                 else:

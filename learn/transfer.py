@@ -44,15 +44,6 @@ def source_dataset(weights: Path) -> Path:
     return Path(dataset)
 
 
-def other_catalogue(weights: Path, own: str) -> str | None:
-    """The source run's catalogue folder (its corpus when it pretrained, else its dataset) when it is known and is
-    not ``own`` (the same folder: the same catalogue)."""
-    _, folder = _catalogue(saved_config(weights))
-    if not folder or not own or Path(folder).resolve() == Path(own).resolve():
-        return None
-    return str(folder)
-
-
 def match_items(source: list[str], target: list[str]) -> dict[int, int]:
     """``{target index: source index}`` for equal entries; an entry that occurs twice in the source matches nothing."""
     index: dict[str, int] = {}

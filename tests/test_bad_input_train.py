@@ -438,3 +438,111 @@ def test_text_baseline_reports_users_without_history(env, capsys):
     assert [line for line in err.splitlines() if line.startswith("note:")] == [
         "note: 1 test user(s) without any history item before the test item (e.g. only in the test split) skipped: "
         "not ranked, not part of the mean of 40"]
+
+
+# ------------------------------------------------------------------------------------------ catalogue identity
+def without_catalogue_identity(run: Path, dst: Path, dataset: Path | None = None) -> Path:
+    """A copy of ``run`` whose best/ weights look written before catalogue identities were recorded (no
+    ``learn.catalogue`` metadata; ``dataset``: its config.yaml names that data.dataset instead), manifest renewed."""
+    import yaml
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from learn.checkpoint import CATALOGUE_KEY, WEIGHT_FILES, write_manifest
+
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(run, dst)
+    best = dst / "best"
+    with safe_open(str(best / "model.safetensors"), "pt") as f:
+        meta = {k: v for k, v in (f.metadata() or {}).items() if k != CATALOGUE_KEY}
+    save_file(load_file(best / "model.safetensors"), str(best / "model.safetensors"), metadata=meta)
+    if dataset is not None:
+        doc = yaml.safe_load((best / "config.yaml").read_text())
+        doc["data"]["dataset"] = str(dataset)
+        (best / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_manifest(best, WEIGHT_FILES)
+    return dst
+
+
+def _permuted(tmp: Path, data: Path) -> Path:
+    """The tiny dataset with two items' indices swapped in smap.json: the same items, count and store, another
+    order (an ID table or bias applied by index would score the wrong item)."""
+    import json
+
+    dst = tmp / "tiny_permuted"
+    if not dst.exists():
+        shutil.copytree(data, dst)
+        smap = json.loads((dst / "smap.json").read_text())
+        smap["I000"], smap["I001"] = smap["I001"], smap["I000"]
+        (dst / "smap.json").write_text(json.dumps(smap))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def cat(env):
+    """The base (text-only) run, a text+ID+bias run on the same data, and datasets with another catalogue."""
+    tmp, data, store, _, _ = env
+    if not (tmp / "runs" / "ids").exists():
+        Trainer(load_config(None, [*_ft_args(tmp, data, store, "ids", "model.item_id_embedding=true",
+                                             "model.item_bias=true"), "train.stage=finetune"])).fit()
+    big, big_store = make_tiny_dataset(tmp / "big", n_items=35)
+    return tmp, data, store, _permuted(tmp, data), big, big_store
+
+
+def _cli(*argv) -> subprocess.CompletedProcess:
+    return run_cli(*map(str, argv), env=ENV)
+
+
+@pytest.mark.parametrize("command", ["eval", "recommend", "export"])
+def test_a_run_on_another_catalogue_is_refused(cat, tmp_path, command):
+    """The issue's case: an ID run ranked on a dataset whose items sit at other indices (same count) finished with
+    numbers from the wrong items' biases; on a larger catalogue it ended in an IndexError traceback."""
+    tmp, data, store, permuted, big, big_store = cat
+    run = tmp / "runs" / "ids"
+    extra = {"eval": ["--out", tmp_path / "out"], "recommend": ["--user", "U1"], "export": ["--out", tmp_path / "out"]}
+    for other, other_store in ((permuted, store), (big, big_store)):
+        line = _refused(_cli(command, "--ckpt", run, "--data", other, "--store", other_store, *extra[command]),
+                        f"the catalogue of {other}", f"is not the one {run / 'best'} was trained on",
+                        "model.item_id_embedding / model.item_bias would score other items by index")
+        assert "30 items of" in line and ("35 items" in line or "30 items" in line)
+    assert not (tmp_path / "out").exists()
+
+
+def test_other_catalogue_flag_lets_only_a_text_only_model_rank_it(cat, tmp_path):
+    tmp, data, store, permuted, _, _ = cat
+    base = ["--data", permuted, "--store", store, "--out"]
+    _refused(_cli("eval", "--ckpt", tmp / "runs" / "base", *base, tmp_path / "a"), "text-only model could rank it",
+             "--other-catalogue")
+    proc = _cli("eval", "--ckpt", tmp / "runs" / "base", *base, tmp_path / "b", "--other-catalogue")
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr[-2000:]
+    _refused(_cli("eval", "--ckpt", tmp / "runs" / "ids", *base, tmp_path / "c", "--other-catalogue"),
+             "--other-catalogue ranks another catalogue from item text alone",
+             "model.item_id_embedding and model.item_bias")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_weights_without_a_catalogue_identity_fall_back_to_the_saved_config(cat, tmp_path):
+    """Weights written before the identity was recorded: their run's config.yaml names the dataset; its smap.json
+    decides when the folder exists, the ID table's row count when it is gone (with one note when nothing decides)."""
+    tmp, data, store, permuted, big, big_store = cat
+    old = without_catalogue_identity(tmp / "runs" / "ids", tmp_path / "old")
+    assert _cli("eval", "--ckpt", old, "--data", data, "--store", store, "--out", tmp_path / "o1").returncode == 0
+    _refused(_cli("eval", "--ckpt", old, "--data", permuted, "--store", store, "--out", tmp_path / "o2"),
+             f"is not the one of {data}", "no catalogue identity recorded")
+    gone = without_catalogue_identity(tmp / "runs" / "ids", tmp_path / "gone", dataset=tmp_path / "deleted")
+    _refused(_cli("eval", "--ckpt", gone, "--data", big, "--store", big_store, "--out", tmp_path / "o3"),
+             "has per-item rows for 30 items", "has 35")
+    proc = _cli("eval", "--ckpt", gone, "--data", permuted, "--store", store, "--out", tmp_path / "o4")
+    notes = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 0 and len(notes) == 1 and notes[0].startswith("note:"), proc.stderr[-2000:]
+    assert "records no catalogue identity" in notes[0] and "30 items either way" in notes[0]
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_pretraining_with_id_rows_refuses_validation_on_another_catalogue(cat, capsys):
+    tmp, _, store, permuted, _, _ = cat
+    corpus = tmp / "corpus"
+    _refused_here(capsys, ["pretrain", *_pt_args(tmp, corpus, store, "pt-ids", "model.item_bias=true",
+                                                 f"data.dataset={permuted}")],
+                  "model.item_bias: validation on data.dataset=", "by index")
+    assert not (tmp / "runs" / "pt-ids").exists()

@@ -138,3 +138,28 @@ def test_export_files_follow_the_umask(run, tmp_path):
     assert (tmp_path / "export").stat().st_mode & 0o7777 == 0o755
     modes = {p.name: p.stat().st_mode & 0o7777 for p in (tmp_path / "export").iterdir()}
     assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_recommend_index_refuses_an_export_older_than_the_store(run, tmp_path):
+    """An export made before `embed --add` put new items in the store would never return them: refused in one line
+    (and an export made with --catalogue-only likewise, unless recommend leaves them out too)."""
+    out = tmp_path / "export"
+    assert cli(args(run, out)) == 0
+    grown = store_with_new_items(run[2], tmp_path / "grown", {"N1": "I003", "N2": "I007"})
+    rec = ["recommend", *args(run, out, grown)[1:7], "--user", "U1", "--index", str(out)]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert cli(rec) == 2
+    line = err.getvalue().strip()
+    assert line.count("\n") == 0 and line.startswith(f"error: {out}: the export does not match the items ranked here")
+    assert "2 of the 32 items ranked here are not in its index (e.g. 'N1'" in line and "re-run `learn export`" in line
+    assert cli([*rec, "--catalogue-only"]) == 0  # the export's items are exactly the catalogue
+
+
+def test_recommend_all_writes_the_titles_its_help_promises(run, tmp_path):
+    recs = tmp_path / "recs.jsonl"
+    assert cli(["recommend", *args(run, tmp_path / "unused")[1:7], "--all", "-k", "3", "--out", str(recs),
+                "--no-progress"]) == 0
+    first = read_jsonl(recs)[0]
+    assert set(first) == {"user", "items", "scores", "titles"}
+    assert first["titles"] == [f"item {k}" for k in first["items"]]

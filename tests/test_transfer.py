@@ -78,13 +78,35 @@ def test_init_items_text_carries_rows_by_normalised_text_and_keeps_the_rest(sour
     trainer._release(refused=True)
 
 
-def test_shape_load_from_another_dataset_warns(source, capsys):
+def test_shape_load_needs_the_same_catalogue(source):
+    """init_items=shape loads the ID table / item biases only into a run on the catalogue they were trained on (its
+    recorded identity): the same items in the same order in another folder load; other keys are refused."""
+    tmp, run, state = source
+    same, same_store = make_tiny_dataset(tmp / "same", n_items=30)  # the source's keys, in its order, elsewhere
+    trainer = _start(tmp, same, same_store, f"train.init_from={run}")
+    assert torch.equal(trainer.model.id_embedding.weight, state["id_embedding.weight"])
+    trainer._release(refused=True)
+    other, other_store = _relabelled(tmp, n_items=30, unmatched=4)  # same size, other keys: a shape match is chance
+    with pytest.raises(LearnError, match=r"its id_embedding.weight, item_bias follow another catalogue \(30 items of "
+                       r".*tiny, sha256 \w+\) than this run's \(30 items of .*other, .*train.init_items=key\|text"):
+        _start(tmp, other, other_store, f"train.init_from={run}")
+    assert not (tmp / "runs" / "dst").exists()
+
+
+def test_shape_load_from_a_source_without_a_catalogue_identity(source):
+    """Weights written before the identity was recorded: compared through the source's config.yaml (its dataset's
+    smap.json), and refused when that dataset is gone and is not this run's."""
+    from tests.test_bad_input_train import without_catalogue_identity
+
     tmp, run, _ = source
-    small, small_store = make_tiny_dataset(tmp / "small", n_items=30)  # same size, another folder: loads by shape
-    _start(tmp, small, small_store, f"train.init_from={run}")._release(refused=True)
-    assert "warning: the item-ID table / item biases were loaded by shape from a run on" in capsys.readouterr().out
-    _start(tmp, tmp / "tiny", tmp / "tiny_store", f"train.init_from={run}")._release(refused=True)
-    assert "warning" not in capsys.readouterr().out  # the source's own dataset
+    old = without_catalogue_identity(run, tmp / "runs" / "old-src")
+    other, other_store = _relabelled(tmp, n_items=30, unmatched=4)
+    with pytest.raises(LearnError, match="follow another catalogue"):
+        _start(tmp, other, other_store, f"train.init_from={old}")
+    _start(tmp, tmp / "tiny", tmp / "tiny_store", f"train.init_from={old}")._release(refused=True)  # its own
+    gone = without_catalogue_identity(run, tmp / "runs" / "gone-src", dataset=tmp / "deleted")
+    with pytest.raises(LearnError, match=r"follow .*deleted \(no catalogue identity recorded, and that folder is gone"):
+        _start(tmp, tmp / "tiny", tmp / "tiny_store", f"train.init_from={gone}")
 
 
 def test_init_items_key_carries_the_shared_keys_and_the_run_trains(source, capsys):

@@ -33,9 +33,11 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from learn import catalogue, transfer
 from learn import checkpoint as ckpt
 from learn import distributed as D
+from learn import transfer
+from learn.catalogue import check_init_rows, check_validation
+from learn.catalogue import identity as catalogue_identity
 from learn.config import RunConfig, load_config, parse_override, retired, save_config, validate
 from learn.data.bundle import item_table, load_bundle, open_store
 from learn.data.corpus import SequenceFile, StreamedSequenceSamples, open_sequence_file
@@ -461,8 +463,8 @@ class Trainer:
             texts = self.eval_data.dataset.texts() if t.init_items == "text" else None  # finetune: keys = its items
             self.log(transfer.carry_catalogue(self.model, source, state, self.keys, texts, t.init_items))
         else:  # rows loaded by shape must follow this run's catalogue
-            catalogue.check_init_rows(source, [k for k in ckpt.CATALOGUE_TENSORS if k in report.loaded], self.keys,
-                                      self.catalogue["source"])
+            check_init_rows(source, [k for k in ckpt.CATALOGUE_TENSORS if k in report.loaded], self.keys,
+                            self.catalogue["source"])
 
     def _build_model(self, explicit=None) -> None:
         cfg, t = self.cfg, self.cfg.train
@@ -479,9 +481,9 @@ class Trainer:
         self.model = LEARNModel(cfg.model).to(self.device)
         self.store_identity = ckpt.identity_of(self.store.meta)  # recorded in every model.safetensors written
         own = cfg.data.pretrain_corpus if t.stage == "pretrain" else cfg.data.dataset
-        self.catalogue = catalogue.identity(self.keys, own)  # so is the catalogue's
+        self.catalogue = catalogue_identity(self.keys, own)  # so is the catalogue's
         if t.stage == "pretrain" and self.eval_data is not None:  # zero-shot validation: ID rows must fit its items
-            catalogue.check_validation(self.keys, own, self.eval_data.dataset.item_keys, cfg.data.dataset, cfg.model)
+            check_validation(self.keys, own, self.eval_data.dataset.item_keys, cfg.data.dataset, cfg.model)
         if source is not None:
             self._init_from(source)
         self.objective = Objective(

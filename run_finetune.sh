@@ -6,6 +6,8 @@
 # Scientific's lr 1e-5), else configs/finetune_amazon.yaml (both from this repository).
 # Works from any folder: relative paths (CONFIG, DATA_ROOT, paths in the arguments, the runs/ folder) are read from the
 # folder it is called in.
+# SIGTERM or SIGUSR1 (a scheduler's preemption) reaches every rank: each finishes its step, that step is
+# checkpointed and the script exits 75; the same command resumes where it stopped (scripts/launch.sh).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/scripts/launch.sh"

@@ -7,6 +7,8 @@
 #   the newest verified checkpoint (ckpt.save_every_steps=N bounds the work lost). See scripts/launch.sh.
 # Works from any folder: relative paths (CONFIG, paths in the arguments, the runs/ folder) are read from the folder it
 # is called in; the default config is this repository's configs/pretrain_amazon.yaml.
+# SIGTERM or SIGUSR1 (a scheduler's preemption) reaches every rank: each finishes its step, that step is
+# checkpointed and the script exits 75; the same command resumes where it stopped (scripts/launch.sh).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/scripts/launch.sh"

@@ -2,6 +2,9 @@
 
 torchrun's stderr passes through as it comes, except its own ChildFailedError traceback and failure table (~30
 lines), which are replaced by one line at the end: the worker's ``error:`` line (or its exception, or how it died).
+SIGTERM, SIGHUP and SIGUSR1 are passed on to torchrun, which passes them on to every rank (scripts/launch.sh names
+SIGUSR1 among its ``--signals-to-handle``); ranks that stopped on one (:mod:`learn.preempt`) end the launch with its
+exit code, 75, after their "stopped by signal" line.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import subprocess
 import sys
 
 # The exit code is the failed worker's when it is a plain exit code (2 for bad input, as in ``python -m learn``),
-# else torchrun's.
+# else torchrun's; 75 when the ranks stopped on a signal and checkpointed (learn.preempt; not imported: no torch here).
+_STOPPED = "stopped by signal "
+_STOPPED_CODE = 75
 
 _AGENT_TRACEBACK = "Traceback (most recent call last):"
 _CHILD_FAILED = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError"
@@ -39,8 +44,11 @@ class _LauncherFilter:
         self.in_cause = False
         self.indented: dict[str, bool] = {}  # per [rankN]: prefix: was the previous line indented
         self.signal = 0  # the signal that stopped torchrun (Ctrl-C, SIGTERM), when it said so
+        self.stopped = ""  # the "stopped by signal ..." line a rank printed (learn.preempt)
+        self.last_written = ""
 
     def write(self, text: str) -> None:
+        self.last_written = text
         self.out.write(text)
         self.out.flush()
 
@@ -53,6 +61,8 @@ class _LauncherFilter:
             body = body.removeprefix(" ")
         if body.startswith("error:"):
             self.error_line = body
+        elif body.startswith(_STOPPED):
+            self.stopped = body
         elif _EXCEPTION.match(body) and self.indented.get(prefix) and not body.startswith(_CHILD_FAILED):
             self.exception_line = body  # e.g. "RuntimeError: ..." after a traceback's indented source lines
         self.indented[prefix] = body[:1].isspace()
@@ -82,7 +92,9 @@ class _LauncherFilter:
         self.held = None
 
     def summary(self, rc: int) -> tuple[str, int]:
-        """The last line to print and the exit code, for a launch that ended with ``rc``."""
+        """The last line to print ("" for none) and the exit code, for a launch that ended with ``rc``."""
+        if self.stopped and not self.error_line:  # stopped on a signal and checkpointed: its line is the last word
+            return ("" if self.last_written.rstrip("\n").endswith(self.stopped) else self.stopped), _STOPPED_CODE
         code = self.cause.get("exitcode", "").split(" ")[0]
         who = f"rank {self.cause['rank'].split(' ')[0]}" if "rank" in self.cause else "a worker"
         worker_rc = int(code) if code.lstrip("-").isdigit() else None
@@ -106,7 +118,7 @@ def launch(torchrun_args: list[str], out=None) -> int:
     out = out or sys.stderr
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *torchrun_args],
                             stderr=subprocess.PIPE)
-    for forwarded in (signal.SIGTERM, signal.SIGHUP):
+    for forwarded in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(forwarded, lambda signum, _frame: proc.send_signal(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches torchrun directly (same process group)
     filt = _LauncherFilter(out)
@@ -130,8 +142,9 @@ def launch(torchrun_args: list[str], out=None) -> int:
     rc = proc.wait()
     if rc != 0:
         last, rc = filt.summary(rc)
-        out.write(last + "\n")
-        out.flush()
+        if last:
+            out.write(last + "\n")
+            out.flush()
     return rc
 
 

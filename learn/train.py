@@ -9,7 +9,8 @@ stdout, jsonl and wandb.
 A run folder belongs to one run: rank 0 holds ``<run>/.lock`` while it trains, resumes only when the resolved config
 matches the folder's ``config.yaml`` (``ckpt.on_mismatch`` says what else to do) and writes ``config.yaml`` only once
 every check has passed, so a refused start leaves nothing behind. A resume is bit-identical to the uninterrupted run
-(dropout included: the DataLoader never draws from the global RNG). A non-finite loss stops the run, naming the step.
+(dropout included: the DataLoader never draws from the global RNG). A non-finite loss stops the run, naming the step;
+SIGTERM / SIGUSR1 stop it after the step in flight, checkpointed, with exit code 75 (:mod:`learn.preempt`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ from learn.evaluate import evaluate_split, skipped_note
 from learn.io import atomic_dir, atomic_write_json
 from learn.losses import dense_all_action, full_softmax, info_nce
 from learn.model import LEARNModel
+from learn.preempt import EXIT_CODE, GracefulStop, Stopped, ignore_in_worker
 from learn.tracking import MetricLogger
 
 
@@ -253,6 +256,7 @@ class Trainer:
         self.loss = t.loss if t.loss != "auto" else ("infonce" if t.stage == "pretrain" else "softmax")
         self.lock: ckpt.RunLock | None = None
         self.notes: set[str] = set()  # notice lines already printed
+        self.stop, self.saved_step = GracefulStop(), -1  # a scheduler's stop signal; the last step checkpointed
         self._agree(self._claim_run_dir)  # rank 0 holds the run folder before anything is read or written
         try:
             torch.manual_seed(t.seed + self.dist.rank)
@@ -468,7 +472,11 @@ class Trainer:
 
     def _build_model(self, explicit=None) -> None:
         cfg, t = self.cfg, self.cfg.train
-        source = ckpt.resolve_weights(t.init_from) if t.init_from else None
+        try:
+            source = ckpt.resolve_weights(t.init_from) if t.init_from else None
+        except LearnError as e:  # e.g. run_finetune.sh before any pretraining
+            raise LearnError(f"train.init_from: {e}; pretrain first (bash run_pretrain.sh), pass "
+                             f"train.init_from=<a run folder>, or train.init_from= to start from scratch") from None
         if source is not None:
             ckpt.verify_weights(source)
             self._inherit_architecture(source, explicit)
@@ -546,6 +554,7 @@ class Trainer:
                 self.ckpt_root, self.step, self.eval_model, state, self.config_yaml,
                 keep_last_n=self.cfg.ckpt.keep_last_n, store=self.store_identity, catalogue=self.catalogue,
             )
+        self.saved_step = self.step
         D.barrier()
 
     def _resume(self) -> tuple[int, int]:
@@ -597,6 +606,7 @@ class Trainer:
             persistent_workers=False,
             pin_memory=self.device.type == "cuda",
             generator=gen,
+            worker_init_fn=ignore_in_worker,
         )
 
     def _micro_step(self, batch: Batch) -> torch.Tensor:
@@ -639,15 +649,27 @@ class Trainer:
         return D.broadcast_object(metrics)
 
     def fit(self) -> dict:
-        try:
-            start = self._resume()
-        except BaseException:
-            self._release(refused=True)
-            raise
-        try:
-            return self._fit(*start)
-        finally:
-            self._release()
+        with self.stop:  # SIGTERM / SIGUSR1: finish the step in flight, checkpoint it, exit (learn.preempt)
+            try:
+                start = self._resume()
+            except BaseException:
+                self._release(refused=True)
+                raise
+            try:
+                return self._fit(*start)
+            finally:
+                self._release()
+
+    def _stop(self, signum: int, epoch: int, micro: int, logger: MetricLogger) -> None:
+        """Every rank agreed to stop on ``signum``: checkpoint this step (unless it just was), close up, raise."""
+        if self.saved_step != self.step:
+            self.save(epoch, micro)
+        stopped = Stopped(signum, self.step, self.ckpt_root / f"step-{self.step:08d}")
+        if self.main:  # before the group goes: torchrun may stop a rank that is done before it returns
+            print(stopped.line, file=sys.stderr, flush=True)
+        logger.close()
+        D.cleanup()
+        raise stopped
 
     def _fit(self, start_epoch: int, skip: int) -> dict:
         cfg, t = self.cfg, self.cfg.train
@@ -672,6 +694,8 @@ class Trainer:
             skip = 0
             if self._end_epoch(epoch, micro, done, logger):
                 break
+            if not done and (signum := self.stop.agreed(self.dist.enabled, self.device)):  # came while validating
+                self._stop(signum, epoch + 1, 0, logger)
         result = self._finish(logger)
         logger.close()
         D.cleanup()
@@ -737,6 +761,9 @@ class Trainer:
                 running, nmicro, seen, tic = 0.0, 0, 0, time.perf_counter()
             if cfg.ckpt.save_every_steps and self.step % cfg.ckpt.save_every_steps == 0:
                 self.save(epoch, micro)
+            if signum := self.stop.agreed(self.dist.enabled, self.device):  # every rank, after every step
+                bar.close()
+                self._stop(signum, epoch, micro, logger)
             if t.max_steps and self.step >= t.max_steps:
                 done = True
                 break
@@ -817,7 +844,10 @@ def _main(argv: list[str], stage: str) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, [*args.overrides, f"train.stage={stage}"])
     explicit = {".".join(parse_override(o)[0]) for o in args.overrides}
-    Trainer(cfg, explicit).fit()
+    try:
+        Trainer(cfg, explicit).fit()
+    except Stopped:  # a scheduler's signal: checkpointed (rank 0 said so), to be resumed by the same command
+        return EXIT_CODE
     return 0
 
 

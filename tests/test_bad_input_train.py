@@ -182,7 +182,8 @@ def test_init_from_with_towers_that_do_not_fit_is_refused(env):
 
 def test_init_from_a_missing_run_is_refused(env):
     tmp, data, store, _, _ = env
-    _refused(_finetune(*_ft_args(tmp, data, store, "nosrc", f"train.init_from={tmp / 'runs' / 'nope'}")), "nope")
+    _refused(_finetune(*_ft_args(tmp, data, store, "nosrc", f"train.init_from={tmp / 'runs' / 'nope'}")), "nope",
+             "pretrain first (bash run_pretrain.sh)", "train.init_from= to start from scratch")
     assert not (tmp / "runs" / "nosrc").exists()
 
 

@@ -131,6 +131,38 @@ def test_killed_worker_without_restarts_ends_with_one_line(corpus, tmp_path):
     assert "ChildFailedError" not in err and "Root Cause" not in err
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
+@pytest.mark.parametrize("target,sig", [("launcher", signal.SIGTERM), ("rank 1", signal.SIGUSR1)])
+def test_stop_signal_at_two_ranks_then_resume_equals_uninterrupted(corpus, uninterrupted, tmp_path, target, sig):
+    """A scheduler's signal to the launcher (passed on by torchrun to every rank) or to one rank only: the ranks agree
+    on the step to stop at, checkpoint it and the launch exits 75 with the "stopped by signal" line last; the same
+    command resumes and ends with the uninterrupted run's weights, bit for bit."""
+    proc = _pretrain(corpus, tmp_path, "stopped", 0)
+    first = tmp_path / "stopped" / "checkpoints" / "step-00000002"
+    sent = False
+    while not sent and proc.poll() is None:
+        if first.exists():
+            pid = proc.pid if target == "launcher" else _worker(proc.pid, 1)
+            if pid is not None:
+                os.kill(pid, sig)
+                sent = True
+        time.sleep(0.02)
+    rc, _, err = _finish(proc)
+    assert sent, f"the run ended before the signal could be sent:\n{err[-3000:]}"
+    assert rc == 75, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"stopped by signal {sig.name} at step ") and "resume with the same command" in last, last
+    assert "Traceback" not in err and "ChildFailedError" not in err
+    stopped_at = int(last.split(" at step ")[1].split(",")[0])
+    assert 2 <= stopped_at < 20 and max(list_steps(tmp_path / "stopped" / "checkpoints")) == stopped_at
+    rc, out, err = _finish(_pretrain(corpus, tmp_path, "stopped", 0))  # the same command
+    assert rc == 0 and "resumed from" in out + err, err[-3000:]
+    step, weights = _final_weights(tmp_path / "stopped")
+    ref_step, ref = uninterrupted
+    assert step == ref_step == 20 and weights.keys() == ref.keys()
+    assert all(torch.equal(weights[k], ref[k]) for k in ref)
+
+
 def test_launcher_bad_input_ends_with_the_workers_error_line(corpus, tmp_path):
     rc, _, err = _finish(_pretrain(corpus, tmp_path, "bad", 0, f"data.pretrain_corpus={tmp_path / 'missing'}"))
     assert rc == 2
@@ -209,3 +241,18 @@ def test_filter_says_which_signal_stopped_torchrun():
     shown, last, code = _filtered(stopped)
     assert "Traceback" not in shown and "death signal" in shown
     assert last == "error: stopped by SIGTERM; the workers were stopped too" and code == 143
+
+
+def test_filter_ends_a_stopped_launch_with_the_stop_line_and_exit_code_75():
+    stop = ("stopped by signal SIGTERM at step 3, checkpoint runs/x/checkpoints/step-00000003 written: resume with the "
+            "same command (exit code 75)\n")
+    signalled = ("W1201 02:15:57.372000 16144 api.py:753] Received 15 death signal, shutting down workers\n" + stop +
+                 "Traceback (most recent call last):\n  File \"api.py\", line 86, in _terminate_process_handler\n"
+                 "    raise SignalException(f\"Process {os.getpid()} got signal: {sigval}\", sigval=sigval)\n"
+                 "torch.distributed.elastic.multiprocessing.api.SignalException: Process 16097 got signal: 15\n")
+    shown, last, code = _filtered(signalled)  # torchrun was signalled: the rank's line stays the last one shown
+    assert shown.endswith(stop) and last == "" and code == 75
+    one_rank = stop + TORCHRUN_FAILURE.replace("error: runs/x: no model.safetensors found\n", "").replace(
+        "exitcode  : 2 (pid: 6311)", "exitcode  : 75 (pid: 6311)")  # only a rank got it: torchrun reports the exit
+    shown, last, code = _filtered(one_rank)
+    assert last == stop.strip() and code == 75 and "ChildFailedError" not in shown

@@ -161,6 +161,65 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny, ema, kill_after, mid_epo
     assert ma["test"] == mb["test"]
 
 
+_SIGNALLER = """
+import os, signal, sys
+from learn import train, tracking
+when, at = os.environ["SIGNAL_WHEN"], int(os.environ["SIGNAL_AT"])
+log, validate = tracking.MetricLogger.log, train.Trainer.validate
+def logged(self, metrics, step):  # log.log_every=1: called after every optimizer step
+    log(self, metrics, step)
+    if when == "step" and step == at and "train/loss" in metrics:
+        os.kill(os.getpid(), signal.SIGTERM)
+def validated(self, split="val", weights=None):
+    out = validate(self, split, weights)
+    if when == "validation" and self.step == at:
+        os.kill(os.getpid(), signal.SIGUSR1)
+    return out
+tracking.MetricLogger.log, train.Trainer.validate = logged, validated
+sys.exit(train.main_finetune(sys.argv[1:]))
+"""
+
+
+# 5 steps per epoch, a checkpoint every 2 steps and at each epoch end: SIGTERM after step 3 (not a checkpoint step,
+# mid-epoch) or SIGUSR1 while validating after step 5 (the epoch end)
+@pytest.mark.parametrize(("when", "at", "micro"), [("step", 3, 3), ("validation", 5, 0)])
+def test_stop_signal_then_resume_equals_uninterrupted(tiny, when, at, micro):
+    """A scheduler's SIGTERM / SIGUSR1: the step in flight finishes, that step is checkpointed, one line says how to
+    go on, exit code 75; the same command resumes and ends with the uninterrupted run's weights and metrics."""
+    tmp, data, store = tiny
+    common = ["train.epochs=2", "ckpt.save_every_steps=2", "ckpt.keep_last_n=10", "model.dropout=0.3"]
+    _run(_finetune_args(tmp, data, store, *common, "log.run_name=straight"))
+    args = _finetune_args(tmp, data, store, *common, "log.run_name=stopped")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SIGNAL_WHEN=when, SIGNAL_AT=str(at))
+    proc = subprocess.run([sys.executable, "-c", _SIGNALLER, *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 75, proc.stderr[-2000:]
+    signame = "SIGTERM" if when == "step" else "SIGUSR1"
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"stopped by signal {signame} at step {at}, checkpoint ")
+    assert "resume with the same command (exit code 75)" in proc.stderr and "Traceback" not in proc.stderr
+    run = tmp / "runs" / "stopped"
+    assert max(list_steps(run / "checkpoints")) == at and not (run / "metrics.json").exists()
+    assert torch.load(run / "checkpoints" / f"step-{at:08d}" / "train_state.pt", weights_only=True)["micro"] == micro
+    assert not (run / ".lock").exists() or _lock_is_free(run)
+    _run(args)  # the same command: resumes
+    final = f"step-{max(list_steps(tmp / 'runs' / 'straight' / 'checkpoints')):08d}/model.safetensors"
+    a = load_file(str(tmp / "runs" / "straight" / "checkpoints" / final))
+    b = load_file(str(run / "checkpoints" / final))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma = json.loads((tmp / "runs" / "straight" / "metrics.json").read_text())
+    assert ma["test"] == json.loads((run / "metrics.json").read_text())["test"]
+
+
+def _lock_is_free(run: Path) -> bool:
+    import fcntl
+
+    with open(run / ".lock") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+    return True
+
+
 def test_weight_average_is_what_is_validated_saved_and_tested(tiny):
     tmp, data, store = tiny
     runs = tmp / "runs"

@@ -14,7 +14,7 @@ import torch
 
 from learn.data.bundle import DataBundle, load_bundle
 from learn.data.samples import eval_users
-from learn.errors import ArgumentParser
+from learn.errors import ArgumentParser, LearnError
 from learn.io import atomic_write_json, atomic_write_text
 from learn.metrics import cold_start_mask, full_ranks, metrics_from_ranks
 from learn.published import results_table
@@ -101,12 +101,20 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", help="folder for metrics.json and results.md (default: the checkpoint folder)")
     p.add_argument("--name", default="", help="dataset name for the results table (default: folder name)")
     p.add_argument("--plot", metavar="PNG", help="also write a bar chart of the results beside the published numbers")
+    p.add_argument("--reference", action="append", default=[], metavar="LABEL=METRIC:VALUE,...",
+                   help="--plot also draws these numbers measured elsewhere (repeatable), e.g. "
+                        "\"SASRec (recorded)=ndcg@10:0.067,recall@10:0.144\"")
     p.add_argument("--other-catalogue", action="store_true",
                    help="rank a catalogue other than the model's own (text-only models: no item-ID table or biases)")
     args = p.parse_args(argv)
     from learn.metrics import parse_ks
 
     ks = parse_ks(args.ks)  # before the model or any data is loaded
+    from learn.plot import parse_reference
+
+    references = dict(parse_reference(r) for r in args.reference)
+    if references and not args.plot:
+        raise LearnError("--reference draws beside the results chart: pass --plot PNG too")
 
     from learn.distributed import pick_device
 
@@ -140,7 +148,8 @@ def main(argv: list[str]) -> int:
     if args.plot:
         from learn.plot import results_chart
 
-        results_chart(result.get("test", result[splits[-1]]), name, args.plot, source_format=lineage)
+        results_chart(result.get("test", result[splits[-1]]), name, args.plot, source_format=lineage,
+                      references=references)
     for split in splits:
         m = result[split]
         print(f"{split}: " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))

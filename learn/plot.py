@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,9 +141,29 @@ def plot_curves(curves: list[Curves], out: str | Path, metric: str = "ndcg@10") 
     return _save(plt, fig, out)
 
 
+def parse_reference(text: str) -> tuple[str, dict[str, float]]:
+    """``"LABEL=ndcg@10:0.067,recall@10:0.144"`` -> (label, {metric: value}): numbers measured elsewhere (e.g. a
+    baseline's recorded run) to draw beside ours; a one-line error for anything else."""
+    label, _, pairs = text.rpartition("=")
+    values: dict[str, float] = {}
+    for pair in pairs.split(","):
+        name, _, value = pair.strip().partition(":")
+        number = float(value) if re.fullmatch(r"\s*[0-9]*\.?[0-9]+(e-?[0-9]+)?\s*", value) else None
+        if number is None or not re.fullmatch(r"(ndcg|recall)@\d+|mrr", name):
+            values = {}
+            break
+        values[name] = number
+    if not label.strip() or not values:
+        raise LearnError(f"--reference: expected LABEL=METRIC:VALUE[,METRIC:VALUE...] (e.g. \"SASRec=ndcg@10:0.067,"
+                         f"recall@10:0.144\"), got {text!r}")
+    return label.strip(), values
+
+
 def results_chart(metrics: dict, dataset: str, out: str | Path, model: str = "LEARN (ours)",
-                  published: dict | None = None, source_format: str | None = None) -> Path:
-    """Grouped bars: our ``metrics`` (as in metrics.json's test split) beside the published numbers for ``dataset``."""
+                  published: dict | None = None, source_format: str | None = None,
+                  references: dict[str, dict] | None = None) -> Path:
+    """Grouped bars: our ``metrics`` (as in metrics.json's test split) beside the published numbers for ``dataset``
+    and the ``references`` given ({label: {metric: value}}, e.g. a baseline's recorded run)."""
     from learn.published import _METRIC_ORDER, PUBLISHED, _find_published, _metric_label
 
     published = PUBLISHED if published is None else published
@@ -151,15 +172,17 @@ def results_chart(metrics: dict, dataset: str, out: str | Path, model: str = "LE
     names = [m for m in _METRIC_ORDER if isinstance(metrics.get(m), float)]
     if not names:
         raise LearnError("no metric to plot (expected ndcg@k / recall@k / mrr values)")
-    series = [(f"{m} (published)", vals) for m, vals in pub.items()] + [(model, metrics)]
+    series = ([(f"{m} (published)", vals) for m, vals in pub.items()] + list((references or {}).items())
+              + [(model, metrics)])
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) * max(1, len(series)) / 2 + 2), 4))
     width = 0.8 / len(series)
     for j, (label, vals) in enumerate(series):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(names))]
         ys = [float(vals[m]) if isinstance(vals.get(m), int | float) else 0.0 for m in names]
-        bars = ax.bar(xs, ys, width, label=label, hatch="//" if "published" in label else None,
-                      alpha=0.75 if "published" in label else 1.0)
+        other = label != model
+        bars = ax.bar(xs, ys, width, label=label, hatch=("//" if "published" in label else "..") if other else None,
+                      alpha=0.75 if other else 1.0)
         for b, m in zip(bars, names, strict=True):
             if isinstance(vals.get(m), int | float):
                 ax.annotate(f"{float(vals[m]):.3f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",

@@ -77,3 +77,41 @@ def test_plot_bad_input(tmp_path):
         lines = buf.getvalue().strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], lines
     assert not (tmp_path / "x.png").exists()
+
+
+def test_results_chart_draws_references_beside_ours(run, tmp_path, monkeypatch):
+    """The demo's chart shows the recorded SASRec numbers it prints (eval --reference), not LEARN alone."""
+    import learn.plot
+
+    ckpt, data, store = run
+    drawn = {}
+    save = learn.plot._save
+
+    def keep(plt, fig, out):
+        drawn["labels"] = fig.axes[0].get_legend_handles_labels()[1]
+        drawn["heights"] = [round(b.get_height(), 4) for b in fig.axes[0].patches]
+        return save(plt, fig, out)
+
+    monkeypatch.setattr(learn.plot, "_save", keep)
+    png = tmp_path / "results.png"
+    assert cli(["eval", "--ckpt", str(ckpt), "--data", str(data), "--store", str(store), "--split", "test",
+                "--out", str(tmp_path / "ev"), "--name", "MovieLens-100K", "--plot", str(png),
+                "--reference", "RecBole SASRec (recorded)=ndcg@10:0.0670,recall@10:0.1442"]) == 0
+    assert_png(png)
+    assert drawn["labels"] == ["RecBole SASRec (recorded)", "LEARN (ours)"]
+    assert 0.067 in drawn["heights"] and 0.1442 in drawn["heights"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--reference", "SASRec=ndcg@10:high", "--plot", "{tmp}/r.png"], "--reference: expected LABEL=METRIC:VALUE"),
+    (["--reference", "SASRec=ndcg@10:0.07"], "--reference draws beside the results chart: pass --plot PNG too"),
+])
+def test_eval_bad_reference_is_one_line(run, tmp_path, argv, needle):
+    ckpt, data, store = run
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        assert cli(["eval", "--ckpt", str(ckpt), "--data", str(data), "--store", str(store), "--out",
+                    str(tmp_path / "ev"), *[a.replace("{tmp}", str(tmp_path)) for a in argv]]) == 2
+    lines = buf.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert not list(tmp_path.iterdir())

@@ -547,3 +547,21 @@ def test_pretraining_with_id_rows_refuses_validation_on_another_catalogue(cat, c
                                                  f"data.dataset={permuted}")],
                   "model.item_bias: validation on data.dataset=", "by index")
     assert not (tmp / "runs" / "pt-ids").exists()
+
+
+def test_trainer_and_export_report_users_without_history(env, capsys, tmp_path):
+    import json
+
+    from learn.cli import main
+
+    tmp, data, store, _, _ = env
+    testonly = _with_a_test_only_user(tmp, data)
+    Trainer(load_config(None, [*_ft_args(tmp, testonly, store, "testonly-run", "train.max_steps=2"),
+                               "train.stage=finetune"])).fit()
+    out = capsys.readouterr().out
+    assert out.count("note: 1 test user(s) without any history item") == 1, out
+    assert json.loads((tmp / "runs" / "testonly-run" / "metrics.json").read_text())["test"]["skipped"] == 1
+    assert main(["export", "--ckpt", str(tmp / "runs" / "testonly-run"), "--data", str(testonly), "--store",
+                 str(store), "--out", str(tmp_path / "export"), "--history-from", "test"]) == 0  # as eval ranks
+    assert "and 40 users (1 without any history item left out)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "export" / "export.json").read_text())["users_without_history"] == 1

@@ -103,12 +103,13 @@ def check_inference(weights: Path, model_cfg, keys: Sequence[str], data: str | P
             problem = (f"{weights} has per-item rows for {num_items:,} items, {data} has {have['count']:,} (no "
                        f"catalogue identity recorded)")
         else:
+            where = f"trained on {folder}, which is gone" if folder else "its config.yaml names no dataset"
             if not other:
-                where = f"trained on {folder}, which is gone" if folder else "its config.yaml names no dataset"
                 same = f" ({num_items:,} items either way)" if rows else ""
                 note(f"note: {weights} records no catalogue identity (written before it was recorded; {where}): "
                      f"cannot check that {data} is its catalogue{same}")
-            return
+                return
+            problem = f"{weights} records no catalogue identity ({where})"
     if not other:
         hint = (f"; a text-only model could rank it from item text with {FLAG}" if not rows and model_cfg.text_input
                 else "; its " + " / ".join(rows) + " would score other items by index" if rows else "")

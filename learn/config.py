@@ -331,7 +331,6 @@ def _combinations(cfg: RunConfig) -> list[tuple[bool, str]]:
         (min(ck.keep_last_n, ck.save_every_epochs, ck.save_every_steps) >= 0,
          "ckpt.keep_last_n, ckpt.save_every_epochs and ckpt.save_every_steps must be >= 0"),
         (t.eval_every >= 0 and t.patience >= 0, "train.eval_every and train.patience must be >= 0"),
-        (t.patience == 0 or t.eval_every > 0, "train.patience needs train.eval_every > 0 (it counts validations)"),
         (t.scale > 0, f"train.scale must be positive, got {t.scale}"),
         (t.catalogue_chunk >= 1, f"train.catalogue_chunk must be at least 1, got {t.catalogue_chunk}"),
         (spec is None or not spec.window or min(t.dense_user_positions, t.dense_target_window) >= 1,

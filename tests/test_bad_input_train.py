@@ -313,7 +313,7 @@ def _refused_here(capsys, argv: list[str], *words: str) -> str:
     ("finetune", ["model.position=learned", "model.max_len=8", "data.max_history=9"],
      "data.max_history 9 exceeds model.max_len 8"),
     ("finetune", ["log.log_every=0"], "log.log_every must be at least 1"),
-    ("finetune", ["train.patience=2", "train.eval_every=0"], "train.patience needs train.eval_every > 0"),
+    ("finetune", ["train.eval_every=-1"], "train.eval_every and train.patience must be >= 0"),
     ("finetune", ["data.finetune_min_len=9", "data.finetune_max_len=5"], "data.finetune_min_len 9 exceeds"),
     ("finetune", ["train.loss=dense", "train.mask_history=true"], "train.mask_history=true needs the softmax loss"),
     ("finetune", ["model.item_tower=table", "model.output_dim=16"], "model.item_tower=table needs"),
@@ -537,7 +537,9 @@ def test_weights_without_a_catalogue_identity_fall_back_to_the_saved_config(cat,
     notes = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 0 and len(notes) == 1 and notes[0].startswith("note:"), proc.stderr[-2000:]
     assert "records no catalogue identity" in notes[0] and "30 items either way" in notes[0]
-    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    _refused(_cli("eval", "--ckpt", gone, "--data", permuted, "--store", store, "--out", tmp_path / "o5",
+                  "--other-catalogue"), "records no catalogue identity", "from item text alone")  # ID rows: never
+    assert not any((tmp_path / o).exists() for o in ("o2", "o3", "o5"))
 
 
 def test_pretraining_with_id_rows_refuses_validation_on_another_catalogue(cat, capsys):

@@ -41,8 +41,8 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from benchmarks.common import command, machine, machine_line, write_result
-    from learn.cex import default_model_path, load_encoder
     from learn.data.text import item_text
+    from learn.encoder import default_model_path, load_encoder
 
     if a.threads:
         torch.set_num_threads(a.threads)

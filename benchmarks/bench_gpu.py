@@ -12,7 +12,7 @@
   ``torch.compile``.
 - ``finetune``: the same for ``configs/finetune_amazon.yaml`` (batch 64, full softmax over the catalogue, re-encoded
   every step) with a catalogue of ``--catalogue`` items (default 38,000: Pet, the largest finetuning set).
-- ``cex``: tokens/s of ``learn.cex.Encoder`` over a 1B- and a 7B-class LLaMA-shaped decoder built from a config
+- ``cex``: tokens/s of ``learn.encoder.Encoder`` over a 1B- and a 7B-class LLaMA-shaped decoder built from a config
   (random weights, bf16; ``benchmarks/gpu_cex.py``).
 
 Inputs are random tensors already on the device: these are model throughputs, not data-pipeline ones (that is
@@ -100,8 +100,8 @@ def attention_context(kind: str):
 def time_steps(stage: str, a, device, compiled: bool, attention: str) -> dict:
     import torch
 
+    from learn.losses import Objective
     from learn.model import LEARNModel
-    from learn.train import Objective
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
              f"Pretraining: configs/pretrain_amazon.yaml towers, batch {a.batch}, lengths 5..40, target-only "
              f"InfoNCE; finetuning: configs/finetune_amazon.yaml towers, batch {a.finetune_batch}, full softmax over "
              f"{a.catalogue:,} items re-encoded every step; {a.precision} autocast, fused AdamW, {a.warmup} warm-up "
-             f"and {a.steps} timed steps. CEX: learn.cex.Encoder over LLaMA-shaped decoders with random weights "
+             f"and {a.steps} timed steps. CEX: learn.encoder.Encoder over LLaMA-shaped decoders with random weights "
              f"({a.cex_items} items of 20..200 tokens, batch {a.cex_batch}).")
     if a.dry_run:
         notes = "DRY RUN on CPU with tiny sizes: checks the code paths only. " + notes

@@ -231,8 +231,8 @@ def phase_train(a) -> None:
     import torch
 
     from learn.data.samples import lookup
+    from learn.losses import Objective
     from learn.model import LEARNModel
-    from learn.train import Objective
 
     torch.manual_seed(a.seed)
     ds, collate, order = build_dataset("streamed", Path(a.corpus), Path(a.store), a.seed)

@@ -6,7 +6,7 @@ same machine load:
 - the fp32 matmul peak: ``common.gemm_peak``, 4096 x 4096, best of several (before and after the training
   configs; the best of all is the peak);
 - for each config (pretraining with in-batch InfoNCE, finetuning with the full-catalogue softmax): optimizer steps of
-  the trainer's own code -- ``learn.train.Objective`` + ``Trainer._micro_step`` + the trainer's AdamW, batches from
+  the trainer's own code -- ``learn.losses.Objective`` + ``Trainer._micro_step`` + the trainer's AdamW, batches from
   ``learn.data.samples.SequenceSamples`` + ``Collator`` through a ``DataLoader`` as in ``Trainer._loader`` -- on
   synthetic id sequences (lengths uniform in the config's [min, max]) over random L2-normalised item vectors held in
   RAM (the ``data.preload_store`` path). No LMDB is read.
@@ -121,7 +121,12 @@ def setup(spec: dict):
 
     model = LEARNModel(m)
     model.train()
-    objective = T.Objective(model, loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions)
+    if hasattr(T, "Objective"):  # revisions before the loss registry moved to learn.losses
+        objective = T.Objective(model, loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions)
+    else:
+        from learn.losses import Objective
+
+        objective = Objective(model, loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions)
     if hasattr(T, "build_optimizer"):
         optimizer = T.build_optimizer(model, t)
     else:  # revisions before build_optimizer: the trainer's inline construction
@@ -246,7 +251,8 @@ def epoch_learn_child(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(ROOT / args.epoch_config, [
             f"data.dataset={args.dataset}", f"data.store={args.store}", f"log.output_dir={tmp}", "log.run_name=epoch",
-            "log.wandb=false", "log.progress=false", "train.epochs=1", "train.eval_every=0", "ckpt.resume=none",
+            "log.wandb=false", "log.progress=false", "train.epochs=1", "train.eval_every=0", "train.patience=0",
+            "ckpt.resume=none",
             "ckpt.save_every_epochs=0", *args.override])
         t0 = time.perf_counter()
         trainer = Trainer(cfg)

@@ -33,11 +33,11 @@ def tiny_config() -> dict:
 
 def measure(size: str = "1b", items: int = 2048, batch_size: int = 32, min_tokens: int = 20, max_tokens: int = 200,
             dtype: str = "bf16", device: str = "cuda", shapes: dict | None = None) -> dict:
-    """Tokens/s and items/s of ``learn.cex.Encoder`` over a decoder built from a config (random weights)."""
+    """Tokens/s and items/s of ``learn.encoder.Encoder`` over a decoder built from a config (random weights)."""
     import torch
     from transformers import AutoModel, LlamaConfig
 
-    from learn.cex import Encoder
+    from learn.encoder import Encoder
 
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     cfg = LlamaConfig(vocab_size=32000, max_position_embeddings=4096, **(shapes or SIZES[size]))

@@ -40,9 +40,9 @@ def add_items(data: str | Path, out: str | Path, *, given: dict | None = None, b
 
     ``given`` holds the explicitly passed ``llm``/``layer``/``max_length``/``store_dtype``: each must match the store.
     """
-    from learn.cex import DEFAULT_MODEL_NAME, load_encoder, load_item_texts, pick_device
     from learn.data.store import META_KEY, ItemStore, StoreWriter, _release, shared_env
     from learn.data.text import template_hash
+    from learn.encoder import DEFAULT_MODEL_NAME, load_encoder, load_item_texts, pick_device
 
     out = Path(out)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -4,17 +4,14 @@ A step folder is built in a temporary sibling and renamed when complete, with a 
 crash never leaves a folder that looks complete and a corrupted one is detected and skipped on resume. Only rank 0
 writes. Everything is read back through safetensors or ``torch.load(weights_only=True)``.
 
-A run folder is held by one process at a time (:class:`RunLock`, ``flock`` on ``<run>/.lock``); the identity of the
-item store a model was trained on (LLM, layer, text template) travels in its ``model.safetensors`` metadata
-(:func:`store_identity`), so a store made another way is refused at resume, initialisation and evaluation.
+The identity of the item store a model was trained on (LLM, layer, text template) travels in its
+``model.safetensors`` metadata (:func:`store_identity`), so a store made another way is refused at resume,
+initialisation and evaluation. (Who holds a run folder is learn.runfolder's business.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -350,51 +347,3 @@ def load_matching(model: torch.nn.Module, folder: str | Path, exclude: tuple[str
             report.params_loaded += v.numel()
     target.load_state_dict(usable, strict=False)
     return report
-
-
-# ----------------------------------------------------------------------------------------------- run lock
-class RunLock:
-    """An exclusive, non-blocking ``flock`` on ``<run_dir>/.lock``: one process per run folder.
-
-    The kernel drops the lock when the holder dies (kill -9 included), so no stale lock survives a crash.
-    ``created`` says whether this process made the run folder (so a refused start can remove it again).
-    """
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / ".lock"
-        self.made = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]  # to create, innermost first
-        self.created = bool(self.made)
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise LearnError(f"{self.run_dir}: exists and is not a run folder")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            f.close()
-            if isinstance(e, BlockingIOError | PermissionError):  # EAGAIN / EWOULDBLOCK, EACCES
-                raise LearnError(f"{self.run_dir} is in use by another training process (its .lock is held); wait "
-                                 f"for it or pick another log.run_name") from None
-            raise
-        try:  # the file we locked must still be the one at the path (not unlinked by a refused start meanwhile)
-            same = os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
-            f.close()
-            raise LearnError(f"{self.run_dir} is being set up or removed by another process; try again")
-        self.file = f
-
-    def release(self, remove_folder: bool = False) -> None:
-        """Unlock; ``remove_folder``: also delete the run folder when this process created it and it holds nothing
-        else (a refused start leaves no trace)."""
-        if self.file is None:
-            return
-        if remove_folder and self.created:
-            with contextlib.suppress(OSError):
-                self.path.unlink()  # while still locked, so no other process can hold the unlinked file
-                for folder in self.made:  # innermost first; stops at the first one that is not empty
-                    folder.rmdir()
-        self.file.close()
-        self.file = None

@@ -11,10 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from learn.cex import DEFAULT_MODEL_NAME, PAPER_MODEL, add_encoder_flags, embed_dataset
+from learn.cex import add_encoder_flags, embed_dataset
 from learn.data.formats import load_dataset, load_pretrain_corpus, write_item_texts, write_product_splits
 from learn.data.store import DTYPES
 from learn.data.store_cli import export_pkl, export_txt, import_txt
+from learn.encoder import DEFAULT_MODEL_NAME, PAPER_MODEL
 from learn.errors import ArgumentParser, DataError, LearnError
 from learn.io import atomic_write_json
 

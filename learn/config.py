@@ -20,9 +20,11 @@ from typing import Any, Literal
 
 import yaml
 
+from learn.choices import coerce
 from learn.data.samples import Sampling
 from learn.errors import LearnError
 from learn.io import atomic_write_text
+from learn.losses import LOSSES
 from learn.model import ModelConfig
 
 
@@ -59,7 +61,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU; fp16: GradScaler
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N (a string, not a Literal: N is free)
-    # auto (infonce for pretrain, softmax for finetune) or a name in learn.train.LOSSES (infonce, dense, softmax)
+    # auto (infonce for pretrain, softmax for finetune) or a name in learn.losses.LOSSES (infonce, dense, softmax)
     loss: str = "auto"
     # random: one split point per sequence and epoch | all_prefixes: every split point | windows: consecutive
     # max_history windows from the end, every item a target once per epoch (needs loss_positions=all)
@@ -148,44 +150,6 @@ def retired(key: str, value: Any) -> str | None:
             f"at commit {RETIRED_AT})")
 
 
-_EXPECTED = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-
-
-def _coerce(value: Any, typ: Any, where: str) -> Any:
-    """Check/convert a YAML value to the dataclass field type (int -> float allowed, str digits not)."""
-    if typing.get_origin(typ) is list:
-        if not isinstance(value, list | tuple):
-            raise LearnError(f"config {where}: expected a list, got {value!r}")
-        return [_coerce(v, typing.get_args(typ)[0], where) for v in value]
-    if typing.get_origin(typ) is Literal:
-        if value not in typing.get_args(typ):
-            raise LearnError(f"config {where}: expected one of {'|'.join(typing.get_args(typ))}, got {value!r}")
-        return value
-    if typ not in _EXPECTED:
-        return value
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(value, str) and typ in (int, float):  # YAML 1.1 reads "1e-4" as a string
-        try:
-            value, number = typ(value), True
-        except ValueError:
-            raise LearnError(f"config {where}: expected a number, got {value!r}") from None
-    if isinstance(value, typ) and typ in (bool, str):
-        return value
-    if typ is int and number and (isinstance(value, int) or value.is_integer()):
-        return int(value)
-    if typ in (float, str) and number:
-        return typ(value)
-    raise LearnError(f"config {where}: expected {_EXPECTED[typ]}, got {value!r}")
-
-
-def check_choices(obj: Any, prefix: str = "") -> None:
-    """Refuse a field of a config dataclass built without :func:`load_config` whose value is not one of its choices."""
-    hints = typing.get_type_hints(type(obj))
-    for f in fields(obj):
-        if typing.get_origin(hints[f.name]) is Literal:
-            _coerce(getattr(obj, f.name), hints[f.name], f"{prefix}{f.name}")
-
-
 def _apply(obj: Any, mapping: dict[str, Any], prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in fields(obj)}
@@ -203,7 +167,7 @@ def _apply(obj: Any, mapping: dict[str, Any], prefix: str = "") -> None:
                 raise LearnError(f"config {where}: expected a mapping")
             _apply(current, value, prefix=f"{where}.")
         else:
-            setattr(obj, key, _coerce(value, hints[key], where))
+            setattr(obj, key, coerce(value, hints[key], where))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -278,8 +242,6 @@ def validate(cfg: RunConfig, model_final: bool | None = None) -> None:
     bad = _non_finite(cfg)
     if bad:
         raise LearnError(f"config: {', '.join(bad)}: numbers must be finite (not NaN/Inf)")
-    from learn.train import LOSSES  # the one list of losses: learn.train's registry (it imports this module)
-
     if t.loss != "auto" and t.loss not in LOSSES:
         raise LearnError(f"config train.loss: expected one of {'|'.join(['auto', *LOSSES])}, got {t.loss!r}")
     t.warmup_steps(1)
@@ -322,8 +284,6 @@ def validate(cfg: RunConfig, model_final: bool | None = None) -> None:
 def _combinations(cfg: RunConfig) -> list[tuple[bool, str]]:
     """Values and combinations that would fail (or be silently ignored) only once training runs."""
     t, d, log, ck = cfg.train, cfg.data, cfg.log, cfg.ckpt
-    from learn.train import LOSSES
-
     loss = t.loss if t.loss != "auto" else ("infonce" if t.stage == "pretrain" else "softmax")
     spec = LOSSES.get(loss)
     return [

@@ -1,10 +1,12 @@
-"""torch.distributed from the torchrun environment: init (gloo on CPU, nccl on CUDA), rank helpers, barriers."""
+"""torch.distributed from the torchrun environment: init (gloo on CPU, nccl on CUDA), rank helpers, barriers, a check
+run on rank 0 that every rank agrees on (:func:`agree`), and every rank's RNG state for checkpoints."""
 
 from __future__ import annotations
 
 import datetime
 import math
 import os
+import random
 from dataclasses import dataclass
 
 import torch
@@ -124,6 +126,42 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def agree(info: DistInfo, check) -> None:
+    """Run ``check`` on rank 0 only; every rank raises its LearnError (one broadcast under torchrun)."""
+    error = None
+    if info.is_main:
+        try:
+            check()
+        except LearnError as e:
+            if not info.enabled:
+                raise
+            error = e
+    if info.enabled:
+        message = broadcast_object(None if error is None else str(error))
+        if message is not None:
+            raise error if error is not None else LearnError(message)
+
+
+def rng_states(info: DistInfo) -> list[dict]:
+    """Every rank's RNG state (torch, python, CUDA) in rank order, kept by a checkpoint for a bit-identical resume."""
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    if not info.enabled:
+        return [state]
+    gathered = [None] * info.world_size
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore one rank's RNG state saved by :func:`rng_states`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def cleanup() -> None:

@@ -1,6 +1,9 @@
-"""Contrastive losses of LEARN: in-batch InfoNCE (gathered across ranks), dense all-action, full-catalogue softmax.
+"""The losses of LEARN and their registry: in-batch InfoNCE (gathered across ranks), dense all-action,
+full-catalogue softmax; ``train.loss=<name>`` picks one from ``LOSSES`` and :class:`Objective` runs it on a micro-batch.
 
-Conventions shared by every loss here:
+A registered loss (:func:`register_loss`) takes the :class:`Objective` (the model and the loss settings) and one
+micro-batch as a :class:`LossInput`, encodes what it needs through the model's towers and returns a scalar. The
+maths (``info_nce``, ``dense_all_action``, ``full_softmax``) only sees embeddings. Conventions shared by every loss:
 
 - Embeddings are L2-normalised; ``logits = scale * cosine`` (scale 20 = 1 / temperature 0.05, fixed as in the
   authors' code). Logits are computed in at least float32, even under autocast.
@@ -17,13 +20,19 @@ Conventions shared by every loss here:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from learn.distributed import world as _world
+
+if TYPE_CHECKING:
+    from learn.model import LEARNModel
 
 
 def _sizes(n: int, device: torch.device) -> list[int]:
@@ -176,3 +185,102 @@ def full_softmax(users: Tensor, catalogue: Tensor, targets: Tensor, scale: float
         masked.scatter_(1, index, True)
         logits = logits.masked_fill(masked[:, :n], float("-inf"))
     return F.cross_entropy(logits, targets)
+
+
+# ------------------------------------------------------------------------------------------------ registry
+class LossInput(NamedTuple):
+    """One micro-batch as every loss receives it (item vectors, ids and masks; the extras only where a loss asks)."""
+
+    hist_vec: Tensor
+    mask: Tensor
+    hist_ids: Tensor
+    tgt_vec: Tensor
+    tgt_ids: Tensor
+    tgt_mask: Tensor
+    catalogue: Tensor | None = None  # every item's vector (losses registered with catalogue=True)
+    win_vec: Tensor | None = None  # the future target window (losses registered with window=True)
+    win_ids: Tensor | None = None
+    win_mask: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    fn: Callable[[Objective, LossInput], Tensor]
+    catalogue: bool = False  # the trainer passes the whole catalogue's vectors
+    window: bool = False  # the samples carry a future target window of train.dense_target_window items
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register_loss(name: str, catalogue: bool = False, window: bool = False):
+    """Add ``fn(objective, batch: LossInput) -> scalar loss`` to the registry; ``train.loss=<name>`` selects it."""
+
+    def add(fn):
+        LOSSES[name] = LossSpec(fn, catalogue, window)
+        return fn
+
+    return add
+
+
+@register_loss("infonce")
+def _infonce(o: Objective, x: LossInput) -> Tensor:
+    ids = o.item_ids(x.hist_ids)
+    users = o.model.encode_positions(x.hist_vec, x.mask, x.tgt_mask, ids)  # only the loss positions are computed
+    targets = x.tgt_ids[x.tgt_mask]
+    items = o.model.encode_items(x.tgt_vec[x.tgt_mask], targets if ids is not None else None, o.item_dropout)
+    return info_nce(users, items, targets, scale=o.scale)
+
+
+@register_loss("softmax", catalogue=True)
+def _softmax(o: Objective, x: LossInput) -> Tensor:
+    ids = o.item_ids(x.hist_ids)
+    users = o.model.encode_positions(x.hist_vec, x.mask, x.tgt_mask, ids)
+    targets = x.tgt_ids[x.tgt_mask]
+    cat_ids = torch.arange(x.catalogue.shape[0], device=x.catalogue.device)
+    items = o.model.encode_catalogue(x.catalogue, cat_ids if ids is not None else None, chunk_size=o.catalogue_chunk,
+                                     dropout=o.item_dropout)
+    history = None
+    if o.mask_history:  # row (b, p) may not recommend items seen at positions <= p
+        L, dev = x.hist_ids.shape[1], x.mask.device
+        upto = torch.arange(L, device=dev)[None, :] <= torch.arange(L, device=dev)[:, None]
+        h = x.hist_ids[:, None, :].expand(-1, L, -1).masked_fill(~(upto[None] & x.mask[:, None, :]), -1)
+        history = h[x.tgt_mask]
+    return full_softmax(users, items, targets, scale=o.scale, history=history)
+
+
+@register_loss("dense", window=True)
+def _dense(o: Objective, x: LossInput) -> Tensor:
+    ids = o.item_ids(x.hist_ids)
+    seq = o.model.encode_sequence(x.hist_vec, x.mask, ids)  # samples positions of the whole sequence output
+    w = o.model.encode_items(x.win_vec.flatten(0, 1), x.win_ids.flatten() if ids is not None else None,
+                             o.item_dropout)
+    return dense_all_action(seq, x.mask, w.view(*x.win_ids.shape, -1), x.win_mask, x.win_ids, scale=o.scale,
+                            num_user_positions=o.dense_user_positions)
+
+
+class Objective(nn.Module):
+    """The whole loss of one micro-batch in one ``forward`` so DDP sees a single forward per backward.
+
+    ``forward`` takes the fields of :class:`LossInput` (positionally, as the benchmarks call it) and hands them to
+    the registered loss ``LOSSES[loss]``.
+    """
+
+    def __init__(self, model: LEARNModel, loss: str, scale: float, mask_history: bool, catalogue_chunk: int,
+                 dense_user_positions: int, item_dropout: bool = True):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.spec = LOSSES[loss]
+        self.scale = scale
+        self.mask_history = mask_history
+        self.catalogue_chunk = catalogue_chunk
+        self.dense_user_positions = dense_user_positions
+        self.item_dropout = item_dropout
+
+    def item_ids(self, hist_ids: Tensor) -> Tensor | None:
+        """The history's item ids when the model has an ID table, else None."""
+        return hist_ids if self.model.cfg.uses_item_ids else None
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        return self.spec.fn(self, LossInput(*args, **kwargs))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from learn.choices import check_choices
 from learn.errors import LearnError
 
 
@@ -47,8 +48,6 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise LearnError on an inconsistent config (one line, naming the field)."""
-        from learn.config import check_choices  # learn.config imports this module
-
         check_choices(self, "model.")  # a ModelConfig read from a checkpoint's config.yaml, not through load_config
         checks = [
             (self.num_heads > 0 and self.hidden_size % self.num_heads == 0,

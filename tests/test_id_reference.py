@@ -12,7 +12,7 @@ from learn.checkpoint import load_pretrained, save_pretrained
 from learn.config import RETIRED, load_config
 from learn.errors import DataError, LearnError
 from learn.model import LEARNModel
-from learn.train import config_differences
+from learn.runfolder import config_differences
 from tests.test_model import batch, tiny
 from tests.test_train import _finetune_args, _losses, _run
 

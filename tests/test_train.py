@@ -410,7 +410,7 @@ def test_init_from_takes_the_source_towers_unless_chosen_on_the_command_line(tin
     assert (trainer.cfg.model.num_layers, trainer.cfg.model.hidden_size) == (1, 16)
     out = capsys.readouterr().out
     assert "num_layers=1" in out and "16/16 tensors" in out and "skipped" not in out
-    trainer._release(refused=True)
+    trainer.folder.release(refused=True)
     chosen = {"model.num_layers", "model.hidden_size"}  # given on the command line: they win, the towers do not fit
     with pytest.raises(LearnError, match="towers did not load"):
         Trainer(load_config(None, [*args, "train.stage=finetune"]), explicit=chosen)

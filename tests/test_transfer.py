@@ -75,7 +75,7 @@ def test_init_items_text_carries_rows_by_normalised_text_and_keeps_the_rest(sour
         same_bias = model.item_bias[i] == state["item_bias"][src]
         assert (same_row and same_bias) == (i != 4), i
     assert not torch.equal(model.id_embedding.weight[4], state["id_embedding.weight"][4])  # not loaded by shape
-    trainer._release(refused=True)
+    trainer.folder.release(refused=True)
 
 
 def test_shape_load_needs_the_same_catalogue(source):
@@ -85,7 +85,7 @@ def test_shape_load_needs_the_same_catalogue(source):
     same, same_store = make_tiny_dataset(tmp / "same", n_items=30)  # the source's keys, in its order, elsewhere
     trainer = _start(tmp, same, same_store, f"train.init_from={run}")
     assert torch.equal(trainer.model.id_embedding.weight, state["id_embedding.weight"])
-    trainer._release(refused=True)
+    trainer.folder.release(refused=True)
     other, other_store = _relabelled(tmp, n_items=30, unmatched=4)  # same size, other keys: a shape match is chance
     with pytest.raises(LearnError, match=r"its id_embedding.weight, item_bias follow another catalogue \(30 items of "
                        r".*tiny, sha256 \w+\) than this run's \(30 items of .*other, .*train.init_items=key\|text"):
@@ -103,7 +103,7 @@ def test_shape_load_from_a_source_without_a_catalogue_identity(source):
     other, other_store = _relabelled(tmp, n_items=30, unmatched=4)
     with pytest.raises(LearnError, match="follow another catalogue"):
         _start(tmp, other, other_store, f"train.init_from={old}")
-    _start(tmp, tmp / "tiny", tmp / "tiny_store", f"train.init_from={old}")._release(refused=True)  # its own
+    _start(tmp, tmp / "tiny", tmp / "tiny_store", f"train.init_from={old}").folder.release(refused=True)  # its own
     gone = without_catalogue_identity(run, tmp / "runs" / "gone-src", dataset=tmp / "deleted")
     with pytest.raises(LearnError, match=r"follow .*deleted \(no catalogue identity recorded, and that folder is gone"):
         _start(tmp, tmp / "tiny", tmp / "tiny_store", f"train.init_from={gone}")

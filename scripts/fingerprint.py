@@ -10,10 +10,9 @@ DataLoader workers. A config's ``train.init_from`` points at the fingerprint run
 (pretrain_amazon -> finetune_amazon*, ml1m_table_cpu -> ml100k_from1m_cpu, demo_pretrain -> demo_finetune as in
 scripts/demo.sh). Prints one line per config: sha256 of the final checkpoint's tensors, of best/'s tensors (when
 validation kept one) and of metrics.json's val/test/best_step/steps; then, for three runs, of what ``learn eval``
-(val/test metrics), ``learn recommend --all`` (the lists and scores) and ``learn export`` (the vectors) make of them.
-Tensor hashes read the tensor contents (sorted
-names, dtype, shape, raw bytes), not the file, so metadata in model.safetensors does not change them. Two refactors
-that keep behaviour print the same lines.
+(val/test metrics), ``learn recommend --all`` (each user's items and scores) and ``learn export`` (the vectors) make
+of them. Tensor hashes read the tensor contents (sorted names, dtype, shape, raw bytes), not the file, so metadata
+in model.safetensors does not change them. Two refactors that keep behaviour print the same lines.
 """
 
 from __future__ import annotations
@@ -113,7 +112,9 @@ def inference(run: Path, data: Path, store: Path, work: Path, env: dict) -> str:
             raise RuntimeError(f"learn {cmd[0]} on {run.name}: exit {done.returncode}\n{done.stderr[-2000:]}")
     ev = json.loads((out / "eval" / "metrics.json").read_text())
     ev = hashlib.sha256(json.dumps({k: ev.get(k) for k in ("val", "test")}, sort_keys=True).encode()).hexdigest()
-    recs = hashlib.sha256((out / "recs.jsonl").read_bytes()).hexdigest()
+    lists = [{k: r.get(k) for k in ("user", "items", "scores")}  # the ranking, not what else a line may carry
+             for r in map(json.loads, (out / "recs.jsonl").read_text().splitlines())]
+    recs = hashlib.sha256(json.dumps(lists, sort_keys=True).encode()).hexdigest()
     vectors = hashlib.sha256((tensor_hash(out / "export" / "items.safetensors")
                               + tensor_hash(out / "export" / "users.safetensors")
                               + (out / "export" / "item_ids.json").read_text()

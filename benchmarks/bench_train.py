@@ -121,12 +121,7 @@ def setup(spec: dict):
 
     model = LEARNModel(m)
     model.train()
-    if hasattr(T, "Objective"):  # revisions before the loss registry moved to learn.losses
-        objective = T.Objective(model, loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions)
-    else:
-        from learn.losses import Objective
-
-        objective = Objective(model, loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions)
+    objective = T.Objective(model, loss, t.scale, t.mask_history, t.catalogue_chunk, t.dense_user_positions)
     if hasattr(T, "build_optimizer"):
         optimizer = T.build_optimizer(model, t)
     else:  # revisions before build_optimizer: the trainer's inline construction

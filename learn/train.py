@@ -43,32 +43,10 @@ from learn.evaluate import evaluate_split, skipped_note
 from learn.io import atomic_dir, atomic_write_json
 from learn.losses import LOSSES, Objective
 from learn.model import LEARNModel
+from learn.optim import build_optimizer, cosine_lambda
 from learn.preempt import EXIT_CODE, GracefulStop, Stopped, ignore_in_worker
 from learn.runfolder import RunFolder
 from learn.tracking import MetricLogger
-
-
-def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only; the fused kernel (CPU and CUDA) when every parameter is float."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    params = decay + no_decay
-    fused = bool(params) and all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params) and len(
-        {p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=fused or None)
-
-
-def cosine_lambda(warmup: int, total: int):
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
 
 
 def _line(metrics: dict) -> str:
@@ -122,10 +100,8 @@ class Trainer:
         self.steps_per_epoch = max(1, self.micro_per_epoch // t.grad_accum)
         if self.table is not None:
             self.table = self.table.to(self.device)
-        self.log(
-            f"{t.stage}: {data.sequences:,} training sequences, {len(self.keys):,} items, "
-            f"{self.steps_per_epoch} steps/epoch on {self.dist.world_size} rank(s), device {self.device}"
-        )
+        self.log(f"{t.stage}: {data.sequences:,} training sequences, {len(self.keys):,} items, "
+                 f"{self.steps_per_epoch} steps/epoch on {self.dist.world_size} rank(s), device {self.device}")
 
     def _build_model(self, explicit=None) -> None:
         """The towers (shape and weights from train.init_from when set), the Objective, optimizer, schedule, EMA,
@@ -153,13 +129,11 @@ class Trainer:
                                    t.dense_user_positions, t.item_dropout)
         self.optimizer = build_optimizer(self.model, t)
         # the averaged copy is what validation, the best checkpoint and the test read (the raw weights keep training)
-        self.ema = None
-        if t.ema_decay > 0:
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=False)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
+                                 use_buffers=False) if t.ema_decay > 0 else None
         self.eval_model = self.ema.module if self.ema is not None else self.model
-        total = t.max_steps or t.epochs * self.steps_per_epoch
+        self.total_steps = total = t.max_steps or t.epochs * self.steps_per_epoch
         warmup = t.warmup_steps(self.steps_per_epoch)
-        self.total_steps = total
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lambda(warmup, total))
         precision = t.precision if t.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

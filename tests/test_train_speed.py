@@ -12,7 +12,7 @@ import torch
 
 from learn.config import TrainConfig
 from learn.model import LEARNModel, ModelConfig
-from learn.train import build_optimizer
+from learn.optim import build_optimizer
 from tests.conftest import ROOT
 
 VARIANTS = [{}, {"position": "learned"}, {"item_tower": "separate"}, {"item_id_embedding": True, "num_items": 50},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from learn.data.bundle import DataBundle, load_bundle
+from learn.data.bundle import DataBundle
 from learn.data.samples import eval_users
 from learn.errors import ArgumentParser, LearnError
 from learn.io import atomic_write_json, atomic_write_text
@@ -70,20 +70,7 @@ def skipped_note(split: str, metrics: dict) -> str | None:
             f"{split} split) skipped: not ranked, not part of the mean of {metrics.get('users', metrics.get('count'))}")
 
 
-def _run_max_history(weights: Path, default: int = 40) -> int:
-    """data.max_history from the config.yaml saved with the weights (a training run's), else ``default``."""
-    from learn.checkpoint import saved_config
-
-    try:
-        return int((saved_config(weights) or {}).get("data", {}).get("max_history", default))
-    except (AttributeError, TypeError, ValueError):
-        return default
-
-
 def main(argv: list[str]) -> int:
-    from learn.catalogue import check_inference
-    from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights
-
     p = ArgumentParser(prog="python -m learn eval", description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint step folder or model folder")
     p.add_argument("--data", required=True, help="prepared dataset folder")
@@ -116,23 +103,15 @@ def main(argv: list[str]) -> int:
     if references and not args.plot:
         raise LearnError("--reference draws beside the results chart: pass --plot PNG too")
 
-    from learn.distributed import pick_device
+    from learn.inference import load_model
 
-    device = pick_device(args.device)
-    weights = resolve_weights(args.ckpt)
-    verify_weights(weights)  # the sha256 manifest, before anything is loaded
-    model = load_pretrained(weights).to(device)
-    if args.max_history is None:
-        args.max_history = _run_max_history(weights)
-    data = load_bundle(args.data, args.store)
-    check_model_store(model, weights, data.store, args.store)
-    check_inference(weights, model.cfg, data.dataset.item_keys, args.data, args.other_catalogue,
-                    note=lambda line: print(line, file=sys.stderr))
+    loaded = load_model(args.ckpt, args.data, args.store, args.device, args.max_history, args.other_catalogue)
+    model, weights, data, device = loaded.model, loaded.weights, loaded.data, loaded.device
     splits = ["val", "test"] if args.split == "both" else [args.split]
     result = {"checkpoint": str(weights), "data": args.data, "mask_history": args.mask_history,
               "average": args.average}
     for split in splits:
-        result[split] = evaluate_split(model, data, split, args.max_history, args.batch_size, device, ks,
+        result[split] = evaluate_split(model, data, split, loaded.max_history, args.batch_size, device, ks,
                                        args.mask_history, args.average, args.average_batch)
         if note := skipped_note(split, result[split]):
             print(note, file=sys.stderr)

@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -96,26 +95,12 @@ class Inference:
 
 def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device: str = "auto",
                    max_history: int | None = None, new_items: bool = True, other_catalogue: bool = False) -> Inference:
-    """Load a checkpoint (as ``learn eval``), the dataset and the store; candidates = catalogue + new store items.
+    """:func:`learn.inference.load_model` (as ``learn eval`` loads a model), then the candidates: the catalogue, then
+    the store's items outside it (``new_items``)."""
+    from learn.inference import load_model
 
-    A dataset whose catalogue is not the model's is refused (``other_catalogue``: unless the model is text-only;
-    :func:`learn.catalogue.check_inference`)."""
-    from learn.catalogue import check_inference
-    from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights
-    from learn.data.bundle import load_bundle
-    from learn.distributed import pick_device
-    from learn.evaluate import _run_max_history
-
-    dev = pick_device(device)
-    weights = resolve_weights(ckpt)
-    verify_weights(weights)  # the sha256 manifest, before anything is loaded (as learn eval)
-    folder = weights.parent if weights.suffix == ".safetensors" else weights
-    model = load_pretrained(folder).to(dev)
-    max_history = _run_max_history(weights) if max_history is None else max_history
-    ev = load_bundle(data, store)
-    check_model_store(model, folder, ev.store)
-    check_inference(folder, model.cfg, ev.dataset.item_keys, data, other_catalogue,
-                    note=lambda line: print(line, file=sys.stderr))
+    loaded = load_model(ckpt, data, store, device, max_history, other_catalogue)
+    model, ev = loaded.model, loaded.data
     keys, table = list(ev.dataset.item_keys), ev.table
     extra = [k for k in ev.store.keys() if k not in ev.dataset.smap] if new_items else []
     if extra and not model.cfg.text_input:  # refused before the new items' vectors are read
@@ -124,7 +109,8 @@ def load_inference(ckpt: str | Path, data: str | Path, store: str | Path, device
     if extra:
         table = torch.cat([table, torch.from_numpy(ev.store.get(extra))])
         keys += extra
-    return Inference(model, folder, ev.dataset, ev.store, keys, table, len(ev.dataset.item_keys), max_history, dev)
+    return Inference(model, loaded.folder, ev.dataset, ev.store, keys, table, len(ev.dataset.item_keys),
+                     loaded.max_history, loaded.device)
 
 
 # ------------------------------------------------------------------------------------------------- encoding

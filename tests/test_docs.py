@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from learn.config import RunConfig, _coerce
+from learn.choices import coerce
+from learn.config import RunConfig
 from tests.conftest import ROOT
 
 SECTIONS = ("model", "data", "train", "log", "ckpt")
@@ -62,7 +63,7 @@ def test_config_md_defaults_and_shipped_configs_are_the_real_ones():
     configs = {p.stem: _set_keys(p) for p in sorted((ROOT / "configs").glob("*.yaml"))}
     for key, (default, hint) in _options().items():
         cell, set_in, _ = _rows()[key]
-        written = _coerce(yaml.safe_load(cell.strip("`")), hint, key)
+        written = coerce(yaml.safe_load(cell.strip("`")), hint, key)
         assert written == default, f"docs/config.md: {key} default {cell}, the code says {default!r}"
         users = sorted(name for name, keys in configs.items() if key in keys)
         listed = {"all": sorted(configs), "—": []}.get(set_in, sorted(set_in.replace(" ", "").split(",")))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,12 +32,24 @@ def shared(name: str) -> Path:
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
     """Run ``python -m learn ...`` in a subprocess; returns the CompletedProcess."""
-    import subprocess
-
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "learn", *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT
     )
+
+
+def run_here(*args) -> subprocess.CompletedProcess:
+    """``python -m learn ARGS`` through :func:`learn.cli.main` in this process, stdout and stderr captured; returns a
+    CompletedProcess like :func:`run_cli`. For cases that do not depend on a fresh interpreter (refusals, their files):
+    it saves the 2 CPU-seconds of starting Python and importing torch. Whole-process behaviour (exactly one stderr line
+    from start to exit) stays pinned by run_cli tests of each command."""
+    from learn.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return subprocess.CompletedProcess(["learn", *argv], rc, out.getvalue(), err.getvalue())
 
 
 TINY_MODEL = [

@@ -19,9 +19,7 @@ import pytest
 
 from learn.config import load_config
 from learn.train import Trainer
-from tests.conftest import ROOT, TINY_MODEL, make_tiny_corpus, make_tiny_dataset, run_cli
-
-ENV = {"OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+from tests.conftest import ROOT, TINY_MODEL, make_tiny_corpus, make_tiny_dataset, run_here
 
 
 def _ft_args(tmp: Path, data: Path, store: Path, name: str, *extra: str) -> list[str]:
@@ -80,7 +78,7 @@ def _copy_run(tmp: Path, name: str, to: str) -> Path:
 
 
 def _finetune(*args: str):
-    return run_cli("finetune", *args, env=ENV)
+    return run_here("finetune", *args)  # in-process: test_train.py pins the one-line exit of a finetune process
 
 
 # ------------------------------------------------------------------------------------------ run folder: config
@@ -132,7 +130,7 @@ def test_pretrain_resume_with_another_model_is_refused(env):
     tmp, _, store, corpus, _ = env
     run = _copy_run(tmp, "pt", "pt-arch")
     before = _snapshot(run)
-    _refused(run_cli("pretrain", *_pt_args(tmp, corpus, store, "pt-arch", "model.num_layers=1"), env=ENV),
+    _refused(run_here("pretrain", *_pt_args(tmp, corpus, store, "pt-arch", "model.num_layers=1")),
              "model.num_layers")
     assert _snapshot(run) == before
 
@@ -243,8 +241,7 @@ def test_a_model_producing_nan_stops_at_step_1(env):
 
 # ------------------------------------------------------------------------------------------ eval
 def _eval(ckpt: Path, data: Path, store: Path, out: Path):
-    return run_cli("eval", "--ckpt", str(ckpt), "--data", str(data), "--store", str(store), "--out", str(out),
-                   env=ENV)
+    return run_here("eval", "--ckpt", ckpt, "--data", data, "--store", store, "--out", out)  # processes: test_evaluate
 
 
 def test_eval_of_a_missing_run_writes_nothing(env):
@@ -491,7 +488,7 @@ def cat(env):
 
 
 def _cli(*argv) -> subprocess.CompletedProcess:
-    return run_cli(*map(str, argv), env=ENV)
+    return run_here(*argv)
 
 
 @pytest.mark.parametrize("command", ["eval", "recommend", "export"])

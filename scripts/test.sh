@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 export WANDB_MODE=${WANDB_MODE:-disabled} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+workers=${LEARN_TEST_WORKERS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}  # nproc honours OMP_NUM_THREADS
+[ "$workers" -le 4 ] || workers=4
 # tests use tiny tensors: one intra-op thread per worker, so the workers do not fight over the cores
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-workers=${LEARN_TEST_WORKERS:-$(nproc)}
-[ "$workers" -le 4 ] || workers=4
 .venv/bin/ruff check .
 if [ "$workers" -gt 1 ]; then
   .venv/bin/python -m pytest -n "$workers" --dist worksteal "$@"

@@ -2,14 +2,16 @@
 # The one-command demo on the embedded default, MovieLens-100K (shipped inside the recbole wheel):
 #   set-up -> prepare -> stats -> item text -> MiniLM embeddings (LMDB) -> pretrain -> finetune -> eval.
 # Artifacts under runs/demo/; a rerun reuses every finished stage. CPU-sized (configs/demo_*.yaml).
-# DEMO_FAST=1 shrinks it to a smoke run (used by the test suite).
+# DEMO_FAST=1 shrinks it to a smoke run and DEMO_LLM=FOLDER embeds with another model (the test suite uses both, with a
+# tiny random BERT).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
 OUT=${DEMO_OUT:-runs/demo}
 export WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-extra=()
+extra=() llm=()
+[ -z "${DEMO_LLM:-}" ] || llm=(--llm "$DEMO_LLM")
 if [ "${DEMO_FAST:-0}" = 1 ]; then
   extra=(train.epochs=1 train.max_steps=3 log.log_every=1 model.hidden_size=32 model.ffn_size=64 model.output_dim=32 model.num_heads=2)
 fi
@@ -22,7 +24,7 @@ $PY -m learn stats "$OUT/data/ml-100k"
 step "3/7 pretraining corpus from the train parts only (no val/test interactions)"
 [ -d "$OUT/data/pretrain" ] || $PY -m learn prepare --from mix "$OUT/data/ml-100k" "$OUT/data/pretrain"
 step "4/7 content extraction: all-MiniLM-L6-v2 item embeddings -> LMDB item store (serves both stages)"
-$PY -m learn embed --data "$OUT/data/ml-100k" --out "$OUT/store/ml-100k"   # a no-op when up to date
+$PY -m learn embed --data "$OUT/data/ml-100k" --out "$OUT/store/ml-100k" "${llm[@]}"   # a no-op when up to date
 step "5/7 pretrain (configs/demo_pretrain.yaml)"
 [ -f "$OUT/runs/pretrain/metrics.json" ] || $PY -m learn pretrain --config configs/demo_pretrain.yaml \
   data.pretrain_corpus="$OUT/data/pretrain" data.pretrain_store="$OUT/store/ml-100k" \

@@ -72,7 +72,12 @@ def test_eval_dim_mismatch_is_one_line_error(trained, tmp_path):
 
 
 def test_demo_pipeline_end_to_end_reduced(tmp_path):
+    """scripts/demo.sh end to end, then again (every stage reused). Item vectors come from a tiny random BERT: MiniLM
+    took 14 of the test's 45 CPU-seconds, and the packaged model is pinned by test_cex.py."""
+    from tests.test_cex import make_model
+
     env = dict(os.environ, DEMO_FAST="1", DEMO_OUT=str(tmp_path / "demo"), WANDB_MODE="disabled",
+               DEMO_LLM=str(make_model(tmp_path / "bert")),
                OMP_NUM_THREADS="1")  # with 2 threads and the other test worker busy: 2.5x the CPU time
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
                           cwd=ROOT, timeout=1500)

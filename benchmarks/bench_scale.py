@@ -330,9 +330,10 @@ def main() -> None:
         return
 
     if a.quick:
-        a.items, a.sequences, a.trainer_path_sizes, a.dim = 3000, [2000, 8000], [2000, 8000], 32
+        # one corpus and one tower width: every phase runs once (each child process costs ~2 CPU-s of start-up)
+        a.items, a.sequences, a.trainer_path_sizes, a.dim = 3000, [2000], [2000], 32
         a.batch_size, a.batches, a.train_steps, a.workers, a.rebuild = 16, 20, 2, [0, 1], True
-        a.configs = a.configs[:1]  # the same training code at one width: the 768-wide towers add nothing to a smoke run
+        a.configs = a.configs[:1]
     work = a.work or HERE / "out" / ("scale_quick" if a.quick else "scale")
     work.mkdir(parents=True, exist_ok=True)
     info = machine()

@@ -1,8 +1,8 @@
 """The LEARN preference-alignment model (PAL): adaptor -> causal post-LN BERT encoder -> projection -> L2 norm.
 
 One tower reads a user's history (causal, right-padded) and gives an embedding at every position; by default the
-same module encodes each catalogue item as a length-1 sequence (the authors' "shared" item tower). Also saves and
-loads our checkpoint folders (``model.safetensors`` + ``config.yaml`` with a ``model:`` section).
+same module encodes each catalogue item as a length-1 sequence (the authors' "shared" item tower). ``ModelConfig``
+is the ``model:`` section of a run config; reading and writing weights is learn.checkpoint's.
 """
 
 from __future__ import annotations

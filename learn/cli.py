@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("learn.data.prepare:main", "convert recformer/recbole/unisrec/lcrec/ml-100k data to LEARN format"),
     "stats": ("learn.data.stats:main", "users, items, interactions and sequence-length distribution of a dataset"),
     "embed": ("learn.cex:main", "content extraction: frozen LLM item embeddings into an LMDB item store"),
-    "store": ("learn.data.store_cli:main", "inspect an item store; export/import the seed's .txt/.pkl/LMDB formats"),
+    "store": ("learn.data.store_cli:main", "inspect or merge item stores; import/export the seed's .txt/.pkl/LMDB"),
     "pretrain": ("learn.train:main_pretrain", "pretrain the preference-alignment towers (torchrun for several ranks)"),
     "finetune": ("learn.train:main_finetune", "finetune on one downstream dataset with a full-catalogue softmax"),
     "eval": ("learn.evaluate:main", "full-ranking evaluation of a checkpoint (NDCG/Recall@k, MRR)"),

@@ -40,3 +40,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {' '.join(message.split())} (see --help)")
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``signal N`` for a number that names no signal (exit and stop messages)."""
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

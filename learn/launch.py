@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 
+from learn.errors import signal_name
+
 # The exit code is the failed worker's when it is a plain exit code (2 for bad input, as in ``python -m learn``),
 # else torchrun's; 75 when the ranks stopped on a signal and checkpointed (learn.preempt; not imported: no torch here).
 _STOPPED = "stopped by signal "
@@ -24,13 +26,6 @@ _AGENT_TRACEBACK = "Traceback (most recent call last):"
 _CHILD_FAILED = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError"
 _SIGNALLED = re.compile(r"torch\.distributed\.elastic\.multiprocessing\.api\.SignalException: .* got signal: (\d+)")
 _EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(: .*)?$")  # "ValueError: ...", "KeyboardInterrupt"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 class _LauncherFilter:
@@ -103,9 +98,9 @@ class _LauncherFilter:
         if self.error_line:
             return self.error_line, rc
         if self.signal:
-            return f"error: stopped by {_signal_name(self.signal)}; the workers were stopped too", 128 + self.signal
+            return f"error: stopped by {signal_name(self.signal)}; the workers were stopped too", 128 + self.signal
         if worker_rc is not None and worker_rc < 0:
-            how = f"was killed by {_signal_name(-worker_rc)}; torchrun stopped the others (see the lines above)"
+            how = f"was killed by {signal_name(-worker_rc)}; torchrun stopped the others (see the lines above)"
             return f"error: {who} {how}", rc
         last = f": {self.exception_line}" if self.exception_line else " (see the lines above)"
         if worker_rc is not None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from learn.errors import signal_name
+
 EXIT_CODE = 75
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 MESSAGE = "stopped by signal"
@@ -34,13 +36,6 @@ class Stopped(Exception):
     def line(self) -> str:
         return (f"{MESSAGE} {signal_name(self.signum)} at step {self.step}, checkpoint {self.folder} written: resume "
                 f"with the same command (exit code {EXIT_CODE})")
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 class GracefulStop:

@@ -50,9 +50,14 @@ def weights_file(path: Path) -> Path:
     return path if path.suffix == ".safetensors" else path / "model.safetensors"
 
 
+def weights_folder(path: Path) -> Path:
+    """The folder of a weights file (a folder is itself): where its config.yaml and manifest.json live."""
+    return path.parent if path.suffix == ".safetensors" else path
+
+
 def saved_config(weights: Path) -> dict | None:
     """The config.yaml saved with a weights file / folder (a training run's), or None when missing or unreadable."""
-    path = (weights.parent if weights.suffix == ".safetensors" else weights) / "config.yaml"
+    path = weights_folder(weights) / "config.yaml"
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -229,7 +234,7 @@ def verify_weights(weights: Path) -> None:
 
     Step folders must have a manifest; other folders (best/, an exported model) are checked when they carry one.
     """
-    folder = weights.parent if weights.suffix == ".safetensors" else weights
+    folder = weights_folder(weights)
     if STEP_RE.match(folder.name) or (folder / "manifest.json").exists():
         problem = verify(folder, FILES if STEP_RE.match(folder.name) else WEIGHT_FILES)
         if problem:

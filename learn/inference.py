@@ -29,7 +29,9 @@ class LoadedModel:
     @property
     def folder(self) -> Path:
         """The folder holding the weights (and their config.yaml)."""
-        return self.weights.parent if self.weights.suffix == ".safetensors" else self.weights
+        from learn.checkpoint import weights_folder
+
+        return weights_folder(self.weights)
 
 
 def run_max_history(weights: Path, default: int = 40) -> int:
@@ -46,15 +48,14 @@ def load_model(ckpt: str | Path, data: str | Path, store: str | Path, device: st
                max_history: int | None = None, other_catalogue: bool = False) -> LoadedModel:
     """Load ``ckpt`` with the dataset ``data`` and its item ``store``, checked as the module docstring says."""
     from learn.catalogue import check_inference
-    from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights
+    from learn.checkpoint import check_model_store, load_pretrained, resolve_weights, verify_weights, weights_folder
     from learn.data.bundle import load_bundle
     from learn.distributed import pick_device
 
     dev = pick_device(device)
     weights = resolve_weights(ckpt)
     verify_weights(weights)  # the sha256 manifest, before anything is loaded
-    folder = weights.parent if weights.suffix == ".safetensors" else weights
-    model = load_pretrained(folder).to(dev)
+    model = load_pretrained(weights_folder(weights)).to(dev)
     max_history = run_max_history(weights) if max_history is None else max_history
     bundle = load_bundle(data, store)
     check_model_store(model, weights, bundle.store, store)

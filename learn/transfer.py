@@ -18,7 +18,7 @@ import torch
 
 from learn import checkpoint as ckpt
 from learn.catalogue import check_init_rows
-from learn.checkpoint import saved_config, unwrap
+from learn.checkpoint import saved_config, unwrap, weights_folder
 from learn.data.text import normalise
 from learn.errors import LearnError
 
@@ -45,7 +45,7 @@ def _catalogue(doc: dict | None) -> tuple[str, str | None]:
 
 def source_dataset(weights: Path) -> Path:
     """The ``data.dataset`` folder of the finetune run whose ``model.safetensors`` is ``weights`` (its config.yaml)."""
-    path = (weights.parent if weights.suffix == ".safetensors" else weights) / "config.yaml"
+    path = weights_folder(weights) / "config.yaml"
     doc = saved_config(weights)
     if doc is None:
         raise LearnError(f"train.init_items: cannot read the source run's config ({path})")
@@ -120,7 +120,7 @@ def source_weights(init_from: str) -> Path:
 def inherit_architecture(cfg: RunConfig, source: Path, explicit, log: Callable[[str], None]) -> None:
     """Take the towers' shape from the init_from run's config.yaml into ``cfg.model`` where this run did not choose
     it: a key in ``explicit`` (given on the command line), or, when ``explicit`` is None, one off its default."""
-    folder = source.parent if source.suffix == ".safetensors" else source
+    folder = weights_folder(source)
     model = (saved_config(source) or {}).get("model")
     if not isinstance(model, dict):
         return

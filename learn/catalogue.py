@@ -46,6 +46,15 @@ def _describe(ident: dict) -> str:
     return f"{ident['count']:,} items{source}, sha256 {ident['sha256'][:12]}"
 
 
+def catalogue_folder(doc: dict | None) -> tuple[str, str | None]:
+    """(train.stage, the folder a saved config's item rows follow: data.pretrain_corpus when it pretrained, else
+    data.dataset)."""
+    train, data = (doc or {}).get("train"), (doc or {}).get("data")
+    stage = str(train.get("stage", "")) if isinstance(train, dict) else ""
+    data = data if isinstance(data, dict) else {}
+    return stage, data.get("pretrain_corpus" if stage == "pretrain" else "dataset")
+
+
 def saved_catalogue(weights: Path) -> tuple[str | None, dict | None]:
     """For weights without a recorded identity: (the catalogue folder named by the run's saved config.yaml, its
     identity computed from that folder's smap.json when it still exists)."""
@@ -53,10 +62,7 @@ def saved_catalogue(weights: Path) -> tuple[str | None, dict | None]:
     from learn.errors import DataError
     from learn.io import resolve
 
-    doc = saved_config(weights) or {}
-    train, data = doc.get("train"), doc.get("data")
-    stage = train.get("stage") if isinstance(train, dict) else None
-    folder = data.get("pretrain_corpus" if stage == "pretrain" else "dataset") if isinstance(data, dict) else None
+    _, folder = catalogue_folder(saved_config(weights))
     if not isinstance(folder, str) or not folder:
         return None, None
     smap_path = resolve(Path(folder) / "smap.json")

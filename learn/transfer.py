@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from learn import checkpoint as ckpt
-from learn.catalogue import check_init_rows
+from learn.catalogue import catalogue_folder, check_init_rows
 from learn.checkpoint import saved_config, unwrap, weights_folder
 from learn.data.text import normalise
 from learn.errors import LearnError
@@ -35,21 +35,13 @@ INHERITED_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_size", "o
 CARRIED = ("id_embedding.weight", "item_bias")
 
 
-def _catalogue(doc: dict | None) -> tuple[str, str | None]:
-    """(train.stage, the folder its item rows follow: data.pretrain_corpus when it pretrained, else data.dataset)."""
-    train, data = (doc or {}).get("train"), (doc or {}).get("data")
-    stage = str(train.get("stage", "")) if isinstance(train, dict) else ""
-    data = data if isinstance(data, dict) else {}
-    return stage, data.get("pretrain_corpus" if stage == "pretrain" else "dataset")
-
-
 def source_dataset(weights: Path) -> Path:
     """The ``data.dataset`` folder of the finetune run whose ``model.safetensors`` is ``weights`` (its config.yaml)."""
     path = weights_folder(weights) / "config.yaml"
     doc = saved_config(weights)
     if doc is None:
         raise LearnError(f"train.init_items: cannot read the source run's config ({path})")
-    stage, dataset = _catalogue(doc)
+    stage, dataset = catalogue_folder(doc)
     if stage != "finetune" or not dataset:
         raise LearnError(f"train.init_items: the source ({path}) is not a finetune run on a dataset (a pretraining "
                          f"run's rows follow its corpus, not data.dataset); use train.init_items=shape")
